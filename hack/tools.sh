@@ -1,0 +1,131 @@
+#!/usr/bin/env bash
+# Build the real test tools (kube-apiserver, kubectl, etcd, helm, dex) from Go modules,
+# cached outside the repository and keyed by version, so only the first run is slow.
+#
+#   hack/tools.sh            build whatever is missing, then print NAME=PATH lines
+#   hack/tools.sh --print    print NAME=PATH lines only (exit 1 if anything is missing)
+#
+# Why a wrapper module: k8s.io/kubernetes requires its ~30 staging modules at v0.0.0 and
+# replaces them with ./staging/..., so `go install k8s.io/kubernetes/cmd/...@vX` refuses.
+# A throwaway module that requires k8s.io/kubernetes and replaces each staging module with
+# its published v0.Y.Z builds the same binaries.
+set -euo pipefail
+
+KUBE_VERSION="${KUBE_VERSION:-v1.36.3}"
+ETCD_VERSION="${ETCD_VERSION:-v3.6.16}"
+HELM_VERSION="${HELM_VERSION:-v3.21.4}"
+# Dex's module path has no /v2, so its release tags are not Go versions: this is the
+# pseudo-version of the v2.41.1 release commit (the newest release the module proxy serves).
+DEX_VERSION="${DEX_VERSION:-v0.0.0-20240807174518-43956db7fd75}"
+
+CACHE="${TOKEN_REFRESHER_TOOLS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/token-refresher/tools}"
+export GOFLAGS="${GOFLAGS:--trimpath}" CGO_ENABLED=0
+mkdir -p "$CACHE"
+
+say() { printf '[tools %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+
+path_of() { # name version -> cached binary path
+  echo "$CACHE/$1-$2/$1"
+}
+
+print_paths() {
+  local missing=0
+  for spec in "kube-apiserver $KUBE_VERSION" "kubectl $KUBE_VERSION" "etcd $ETCD_VERSION" \
+              "helm $HELM_VERSION" "dex $DEX_VERSION"; do
+    set -- $spec
+    local p; p=$(path_of "$1" "$2")
+    [ -x "$p" ] || missing=1
+    printf '%s=%s\n' "$(echo "$1" | tr 'a-z-' 'A-Z_')" "$p"
+  done
+  return $missing
+}
+
+# go build with a heartbeat: a cold kube-apiserver build takes many minutes on 2 cores,
+# so say every 30 s what is still being compiled and for how long.
+go_build() { # label dir out pkg [ldflags]
+  local label=$1 dir=$2 out=$3 pkg=$4 ldflags=${5:-}
+  local start=$SECONDS
+  say "building $label (a cold build of this can take 10-20 min; cached afterwards)"
+  ( cd "$dir" && go build -mod=mod -ldflags "-s -w $ldflags" -o "$out.tmp" "$pkg" ) &
+  local pid=$!
+  while kill -0 "$pid" 2>/dev/null; do
+    sleep 5
+    if (( (SECONDS - start) % 30 < 5 )) && kill -0 "$pid" 2>/dev/null; then
+      say "  still building $label: $((SECONDS - start)) s so far"
+    fi
+  done
+  wait "$pid"
+  mv "$out.tmp" "$out"
+  say "built $label in $((SECONDS - start)) s -> $out"
+}
+
+wrapper_mod() { # dir module-path requirement... ; prints nothing
+  local dir=$1; shift
+  mkdir -p "$dir"
+  { echo "module token-refresher.invalid/tools"; echo; echo "go 1.25"; echo;
+    for r in "$@"; do echo "require $r"; done; } > "$dir/go.mod"
+}
+
+build_kube() {
+  local api kctl; api=$(path_of kube-apiserver "$KUBE_VERSION"); kctl=$(path_of kubectl "$KUBE_VERSION")
+  [ -x "$api" ] && [ -x "$kctl" ] && return 0
+  local dir="$CACHE/src/kubernetes-$KUBE_VERSION"
+  say "preparing wrapper module for k8s.io/kubernetes $KUBE_VERSION"
+  local gomod; gomod=$(go mod download -json "k8s.io/kubernetes@$KUBE_VERSION" | sed -n 's/.*"GoMod": "\(.*\)".*/\1/p')
+  local minor=${KUBE_VERSION#v1.}; local staging="v0.${minor}"
+  wrapper_mod "$dir" "k8s.io/kubernetes $KUBE_VERSION"
+  # Replace only the staging modules that k8s.io/kubernetes requires: a few listed in its
+  # replace block (sample-cli-plugin) are never published.
+  local m
+  for m in $(awk '/=> \.\/staging/ {print $1}' "$gomod"); do
+    if grep -qE "^\s+$m v0\.0\.0" "$gomod"; then echo "replace $m => $m $staging" >> "$dir/go.mod"; fi
+  done
+  local major=1 min=${minor%%.*}
+  local ld=""
+  for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+    ld+=" -X $p.gitVersion=$KUBE_VERSION -X $p.gitMajor=$major -X $p.gitMinor=$min"
+    ld+=" -X $p.gitTreeState=clean -X $p.buildDate=1970-01-01T00:00:00Z"
+  done
+  mkdir -p "$(dirname "$api")" "$(dirname "$kctl")"
+  [ -x "$api" ] || go_build "kube-apiserver $KUBE_VERSION" "$dir" "$api" k8s.io/kubernetes/cmd/kube-apiserver "$ld"
+  [ -x "$kctl" ] || go_build "kubectl $KUBE_VERSION" "$dir" "$kctl" k8s.io/kubernetes/cmd/kubectl "$ld"
+}
+
+build_etcd() {
+  local out; out=$(path_of etcd "$ETCD_VERSION")
+  [ -x "$out" ] && return 0
+  local dir="$CACHE/src/etcd-$ETCD_VERSION"
+  wrapper_mod "$dir" "go.etcd.io/etcd/server/v3 $ETCD_VERSION"
+  # etcd's server module replaces its sibling modules with relative paths, too.
+  for m in api/v3 client/pkg/v3 client/v3 pkg/v3; do
+    echo "replace go.etcd.io/etcd/$m => go.etcd.io/etcd/$m $ETCD_VERSION" >> "$dir/go.mod"
+  done
+  mkdir -p "$(dirname "$out")"
+  go_build "etcd $ETCD_VERSION" "$dir" "$out" go.etcd.io/etcd/server/v3 \
+    "-X go.etcd.io/etcd/api/v3/version.GitSHA=release"
+}
+
+build_helm() {
+  local out; out=$(path_of helm "$HELM_VERSION")
+  [ -x "$out" ] && return 0
+  local dir="$CACHE/src/helm-$HELM_VERSION"
+  wrapper_mod "$dir" "helm.sh/helm/v3 $HELM_VERSION"
+  mkdir -p "$(dirname "$out")"
+  go_build "helm $HELM_VERSION" "$dir" "$out" helm.sh/helm/v3/cmd/helm \
+    "-X helm.sh/helm/v3/internal/version.version=$HELM_VERSION"
+}
+
+build_dex() {
+  local out; out=$(path_of dex "$DEX_VERSION")
+  [ -x "$out" ] && return 0
+  local dir="$CACHE/src/dex-$DEX_VERSION"
+  wrapper_mod "$dir" "github.com/dexidp/dex $DEX_VERSION"
+  mkdir -p "$(dirname "$out")"
+  go_build "dex $DEX_VERSION" "$dir" "$out" github.com/dexidp/dex/cmd/dex
+}
+
+if [ "${1:-}" = "--print" ]; then print_paths; exit $?; fi
+
+only=("${@:-kube etcd helm dex}")
+for t in ${only[@]}; do "build_$t"; done
+print_paths

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Create .venv with the project and its dev tools, and install the npm-based test IdP.
+# Re-runs are cheap: pip and npm only act when pyproject.toml or package-lock.json changed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+say() { printf '[venv %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+stamp=.venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)
+if [ ! -f "$stamp" ]; then
+  [ -x .venv/bin/python ] || { say "creating .venv"; python3 -m venv .venv; }
+  say "installing the project and dev tools into .venv (about a minute on a fresh machine)"
+  .venv/bin/pip install -q --disable-pip-version-check --upgrade pip
+  .venv/bin/pip install -q --disable-pip-version-check -e '.[dev]'
+  rm -f .venv/.installed-*; touch "$stamp"
+fi
+if [ -f hack/idp/package.json ]; then
+  lockstamp=hack/idp/node_modules/.installed-$(cat hack/idp/package.json hack/idp/package-lock.json 2>/dev/null | sha256sum | cut -c1-16)
+  if [ ! -f "$lockstamp" ]; then
+    say "installing the test identity provider (oidc-provider from npm)"
+    (cd hack/idp && npm ci --no-audit --no-fund --loglevel=error)
+    touch "$lockstamp"
+  fi
+fi

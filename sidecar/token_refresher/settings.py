@@ -1,0 +1,347 @@
+"""The sidecar's one settings model, read from `TOKEN_REFRESHER_*` environment variables.
+
+Everything the refresher does is decided here, at the edge, before any network call: a
+wrong value becomes one plain line naming the environment variable and what is allowed
+(`config_errors`), never a traceback. The operator imports this model too, and builds it
+from the env it renders into the injected container, so the webhook and the sidecar can
+never disagree about what a valid configuration is. Credentials are kept as *paths*,
+never values: the kubelet rotates projected tokens and users rotate secrets, so the files
+are re-read when used (pydantic-settings' secrets_dir would read them once).
+"""
+
+from __future__ import annotations
+
+import contextvars
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import AnyHttpUrl, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+from pydantic_settings.sources.utils import parse_env_vars
+
+__all__ = [
+    "ENV_PREFIX",
+    "ClientAuth",
+    "Grant",
+    "Settings",
+    "config_errors",
+    "env_name",
+]
+
+ENV_PREFIX = "TOKEN_REFRESHER_"
+
+
+class Grant(StrEnum):
+    CLIENT_CREDENTIALS = "client_credentials"
+    REFRESH_TOKEN = "refresh_token"
+    TOKEN_EXCHANGE = "token_exchange"  # RFC 8693
+    JWT_BEARER = "jwt_bearer"  # RFC 7523 section 2.1
+
+
+class ClientAuth(StrEnum):
+    CLIENT_SECRET_BASIC = "client_secret_basic"
+    CLIENT_SECRET_POST = "client_secret_post"
+    PRIVATE_KEY_JWT = "private_key_jwt"
+    SERVICE_ACCOUNT = "service_account"  # projected token as RFC 7523 client assertion
+    NONE = "none"
+
+
+# Set only inside Settings.from_env(): lets the operator validate a rendered env without
+# touching (or being polluted by) its own process environment.
+_SCOPED_ENV: contextvars.ContextVar[Mapping[str, str] | None] = contextvars.ContextVar(
+    "token_refresher_scoped_env", default=None
+)
+
+
+class _MappingEnvSource(EnvSettingsSource):
+    """EnvSettingsSource over a given mapping instead of os.environ."""
+
+    def __init__(self, settings_cls: type[BaseSettings], env: Mapping[str, str]) -> None:
+        self._mapping = env
+        super().__init__(settings_cls)
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        return parse_env_vars(self._mapping, False, False, None)
+
+
+def env_name(field: str) -> str:
+    """The environment variable that sets a settings field."""
+    return ENV_PREFIX + field.upper()
+
+
+class Settings(BaseSettings):
+    """What to fetch, from where, and where to put it. See README "Configuring the sidecar"."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        case_sensitive=False,
+        extra="ignore",
+        frozen=True,
+        use_enum_values=False,
+    )
+
+    issuer: AnyHttpUrl | None = Field(
+        None, description="OIDC issuer URL; the token endpoint is discovered from it."
+    )
+    token_url: AnyHttpUrl | None = Field(
+        None, description="Token endpoint URL (instead of, or overriding, discovery)."
+    )
+    grant: Grant = Field(Grant.CLIENT_CREDENTIALS, description="How to get a token.")
+    client_id: str | None = Field(None, description="OAuth2 client id.")
+    client_secret_file: Path | None = Field(
+        None, description="File holding the client secret; re-read when it changes."
+    )
+    client_auth: ClientAuth | None = Field(
+        None,
+        description="How the client authenticates to the token endpoint. Default: "
+        "client_secret_basic if a secret is given, private_key_jwt if a key is given, "
+        "else none.",
+    )
+    private_key_file: Path | None = Field(
+        None, description="PEM private key for private_key_jwt client assertions."
+    )
+    private_key_alg: str = Field("RS256", description="JWS algorithm for private_key_jwt.")
+    service_account_token_file: Path | None = Field(
+        None,
+        description="Projected service-account token (subject token / assertion); "
+        "re-read on every use.",
+    )
+    refresh_token_file: Path | None = Field(
+        None, description="Bootstrap refresh token for the refresh_token grant."
+    )
+    state_file: Path | None = Field(
+        None,
+        description="Where a rotated refresh token is kept (mode 0600) so a restart "
+        "continues with the newest one. Default: .<output name>.state beside OUTPUT.",
+    )
+    scope: str | None = Field(None, description="Space-separated scopes to request.")
+    audience: str | None = Field(None, description="audience request parameter.")
+    resource: str | None = Field(None, description="resource request parameter (RFC 8707).")
+    requested_token_type: str | None = Field(
+        None, description="Token exchange: requested_token_type (RFC 8693 section 2.1)."
+    )
+    output: Path = Field(
+        Path("/var/run/secrets/token-refresher/token"), description="Path of the token file."
+    )
+    format: Literal["raw", "json"] = Field(
+        "raw", description="raw: the token alone; json: token, type, expiry, scope."
+    )
+    file_mode: int = Field(
+        0o444,
+        description="Mode of the token file (octal, e.g. 0440). 0444 lets app containers "
+        "under any UID read it; the volume is only mounted into this pod.",
+    )
+    refresh_ratio: float = Field(
+        0.7, gt=0, lt=1, description="Refresh when this fraction of the lifetime has passed."
+    )
+    jitter: float = Field(
+        0.1, ge=0, lt=0.5, description="± fraction of the lifetime added at random."
+    )
+    min_refresh_interval: float = Field(
+        5.0,
+        ge=0,
+        description="Floor in seconds between refreshes, so a 1-second token cannot "
+        "make a tight loop.",
+    )
+    default_lifetime: float = Field(
+        300.0,
+        gt=0,
+        description="Lifetime in seconds assumed when the response has neither "
+        "expires_in nor a JWT exp.",
+    )
+    on_expiry: Literal["remove", "keep"] = Field(
+        "remove",
+        description="remove the file when the token expired with no successful refresh, "
+        "or keep it.",
+    )
+    ca_file: Path | None = Field(None, description="CA bundle for the IdP (default: system).")
+    timeout: float = Field(10.0, gt=0, description="Timeout in seconds of one IdP request.")
+    backoff_initial: float = Field(
+        1.0, gt=0, description="First retry delay in seconds after a transient failure."
+    )
+    backoff_max: float = Field(
+        60.0, gt=0, description="Cap in seconds of the exponential backoff."
+    )
+    permanent_error_interval: float = Field(
+        300.0,
+        gt=0,
+        description="Retry delay in seconds after a permanent error (invalid_client, "
+        "invalid_grant with no fallback): retried slowly, never hammered.",
+    )
+    listen: str = Field(
+        "0.0.0.0:8099", description="host:port of /healthz, /readyz, /metrics, /status."
+    )
+    report_url: AnyHttpUrl | None = Field(
+        None, description="Operator endpoint that turns failures into pod Events."
+    )
+    report_token_file: Path | None = Field(
+        None, description="Projected token sent as the report's bearer credential."
+    )
+    report_ca_file: Path | None = Field(None, description="CA bundle file for REPORT_URL.")
+    report_ca: str | None = Field(
+        None,
+        description="CA bundle for REPORT_URL as PEM text (public; set by injection, since "
+        "a pod cannot mount a ConfigMap from the operator's namespace).",
+    )
+    report_audience: str = Field(
+        "token-refresher-report",
+        description="Audience of the projected token that authenticates reports.",
+    )
+    pod_namespace: str | None = Field(None, description="Namespace of this pod (for reports).")
+    pod_name: str | None = Field(None, description="Name of this pod (for reports).")
+    pod_uid: str | None = Field(None, description="UID of this pod (for reports).")
+    log_format: Literal["json", "text"] = Field("json", description="Log line format.")
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        "info", description="Log level."
+    )
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _lower(cls, value: Any) -> Any:
+        return value.lower() if isinstance(value, str) else value
+
+    @field_validator("file_mode", mode="before")
+    @classmethod
+    def _octal(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            try:
+                return int(value, 8)
+            except ValueError:
+                raise ValueError("must be an octal file mode such as 0444 or 0440") from None
+        return value
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, value: str) -> str:
+        host, sep, port = value.rpartition(":")
+        if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise ValueError("must be host:port, for example 0.0.0.0:8099")
+        return value
+
+    @model_validator(mode="after")
+    def _coherent(self) -> Settings:
+        # Collect every cross-field problem at once: a user fixing a manifest wants the
+        # whole list, not one error per deploy.
+        problems: list[str] = []
+
+        def need(field: str, why: str) -> None:
+            if getattr(self, field) in (None, ""):
+                problems.append(f"{env_name(field)}: required {why}")
+
+        if self.issuer is None and self.token_url is None:
+            problems.append(
+                f"{env_name('issuer')} or {env_name('token_url')}: one is required "
+                "(an OIDC issuer to discover the token endpoint, or the endpoint itself)"
+            )
+        if self.grant is Grant.REFRESH_TOKEN:
+            need("refresh_token_file", "when TOKEN_REFRESHER_GRANT=refresh_token")
+        if self.grant in (Grant.TOKEN_EXCHANGE, Grant.JWT_BEARER):
+            need("service_account_token_file", f"when TOKEN_REFRESHER_GRANT={self.grant}")
+        auth = self.effective_client_auth
+        if auth in (ClientAuth.CLIENT_SECRET_BASIC, ClientAuth.CLIENT_SECRET_POST):
+            need("client_secret_file", f"for client authentication {auth}")
+        if auth is ClientAuth.PRIVATE_KEY_JWT:
+            need("private_key_file", "for client authentication private_key_jwt")
+        if auth is ClientAuth.SERVICE_ACCOUNT:
+            need("service_account_token_file", "for client authentication service_account")
+        if auth is not ClientAuth.NONE or self.grant is Grant.CLIENT_CREDENTIALS:
+            need("client_id", f"for grant {self.grant} with client authentication {auth}")
+        if self.report_url is not None:
+            need("report_token_file", f"when {env_name('report_url')} is set")
+        if self.backoff_max < self.backoff_initial:
+            problems.append(
+                f"{env_name('backoff_max')}: must be at least "
+                f"{env_name('backoff_initial')} ({self.backoff_initial})"
+            )
+        if problems:
+            raise ValueError("\n".join(problems))
+        return self
+
+    @property
+    def effective_client_auth(self) -> ClientAuth:
+        if self.client_auth is not None:
+            return self.client_auth
+        if self.client_secret_file is not None:
+            return ClientAuth.CLIENT_SECRET_BASIC
+        if self.private_key_file is not None:
+            return ClientAuth.PRIVATE_KEY_JWT
+        return ClientAuth.NONE
+
+    @property
+    def effective_state_file(self) -> Path:
+        if self.state_file is not None:
+            return self.state_file
+        return self.output.with_name(f".{self.output.name}.state")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        scoped = _SCOPED_ENV.get()
+        if scoped is not None:
+            return (init_settings, _MappingEnvSource(settings_cls, scoped))
+        return (init_settings, env_settings)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> Settings:
+        """Build settings from an explicit env mapping, ignoring the process environment."""
+        with _scoped(env):
+            return cls()
+
+    @classmethod
+    def describe(cls) -> Iterator[tuple[str, str, str]]:
+        """(env var, default, description) for every setting: feeds --help and the docs."""
+        for name, field in cls.model_fields.items():
+            default = field.default
+            if default is None:
+                shown = "-"
+            elif name == "file_mode":
+                shown = f"0{default:o}"
+            elif isinstance(default, StrEnum):
+                shown = default.value
+            else:
+                shown = str(default)
+            yield env_name(name), shown, field.description or ""
+
+
+@contextmanager
+def _scoped(env: Mapping[str, str]) -> Iterator[None]:
+    token = _SCOPED_ENV.set(env)
+    try:
+        yield
+    finally:
+        _SCOPED_ENV.reset(token)
+
+
+def config_errors(exc: ValidationError) -> list[str]:
+    """One plain line per wrong setting, naming the env var and what is allowed."""
+    lines: list[str] = []
+    for err in exc.errors(include_url=False, include_input=False):
+        loc = err.get("loc", ())
+        msg = str(err.get("msg", "invalid"))
+        if msg.startswith("Value error, "):
+            msg = msg[len("Value error, ") :]
+        if not loc:  # a model-level check: its lines already name their env vars
+            lines.extend(msg.splitlines())
+            continue
+        field = str(loc[0])
+        ctx = err.get("ctx") or {}
+        if err.get("type") == "enum" and "expected" in ctx:
+            msg = f"must be one of {ctx['expected']}"
+        elif err.get("type") == "literal_error" and "expected" in ctx:
+            msg = f"must be one of {ctx['expected']}"
+        lines.append(f"{env_name(field)}: {msg}")
+    return lines
