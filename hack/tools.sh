@@ -45,7 +45,7 @@ print_paths() {
 go_build() { # label dir out pkg [ldflags]
   local label=$1 dir=$2 out=$3 pkg=$4 ldflags=${5:-}
   local start=$SECONDS
-  say "building $label (a cold build of this can take 10-20 min; cached afterwards)"
+  say "building $label (cold: a few minutes on 2 cores; cached afterwards)"
   ( cd "$dir" && go build -mod=mod -ldflags "-s -w $ldflags" -o "$out.tmp" "$pkg" ) &
   local pid=$!
   while kill -0 "$pid" 2>/dev/null; do

@@ -1,0 +1,71 @@
+"""Session fixtures shared by every test: the real control plane, the built tools, and a
+guard that no process the suite started outlives it.
+
+Every process started during the run inherits TOKEN_REFRESHER_TEST_RUN (set at session
+start); after the session, any process still carrying it is a leak: it is killed, named,
+and the run fails.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.controlplane import ControlPlane, Tools, tools as locate_tools
+
+pytest_plugins = ["tests.idp"]
+
+_MARK = "TOKEN_REFRESHER_TEST_RUN"
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    os.environ[_MARK] = uuid.uuid4().hex
+
+
+def _processes_of_this_run() -> list[tuple[int, str]]:
+    mark = f"{_MARK}={os.environ.get(_MARK, '')}".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            if mark in (entry / "environ").read_bytes().split(b"\0"):
+                cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()[:200]
+                found.append((int(entry.name), cmd))
+        except OSError:
+            continue  # gone meanwhile, or not ours to read
+    return found
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if os.environ.get(_MARK) is None or hasattr(session.config, "workerinput"):
+        return
+    leaked = _processes_of_this_run()
+    for pid, _ in leaked:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    if leaked:
+        names = "\n".join(f"  pid {pid}: {cmd}" for pid, cmd in leaked)
+        print(f"\nprocesses started by the tests were left running (killed now):\n{names}")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+@pytest.fixture(scope="session")
+def tools() -> Tools:
+    return locate_tools()
+
+
+@pytest.fixture(scope="session")
+def cluster(tools: Tools) -> Iterator[ControlPlane]:
+    cp = ControlPlane(tools).start()
+    try:
+        yield cp
+    finally:
+        cp.stop()

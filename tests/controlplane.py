@@ -1,0 +1,427 @@
+"""A real, local Kubernetes control plane (etcd + kube-apiserver) for tests and the demo.
+
+There is no Docker engine here, so the control plane runs as two local processes built from
+Go modules by hack/tools.sh, the way controller-runtime's envtest runs one: the secure port
+on 127.0.0.1, RBAC authorization, an admin client certificate in group system:masters, a
+service-account issuer with its own signing key, and the default admission plugins (Pod
+Security among them). No controller-manager runs, so namespaces never finish terminating,
+no `default` ServiceAccount is created and pods stay Pending; that is enough for admission,
+TokenRequest/TokenReview and helm. `python -m tests.controlplane` starts one by hand and
+prints its kubeconfig.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import ipaddress
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+__all__ = ["ControlPlane", "Tools", "free_port", "stop_process", "tools"]
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class Tools:
+    """Paths of the binaries hack/tools.sh built (cached outside the repo)."""
+
+    kube_apiserver: Path
+    kubectl: Path
+    etcd: Path
+    helm: Path
+    dex: Path
+
+    def need(self, *names: str) -> Tools:
+        """Fail with a clear message when a binary a test relies on was not built."""
+        missing = [n for n in names if not getattr(self, n).exists()]
+        if missing:
+            raise RuntimeError(
+                f"test tools not built: {', '.join(missing)}; run hack/tools.sh (make test "
+                "does it): it builds them from Go modules into a cache outside the repo"
+            )
+        return self
+
+
+def tools(*, build: bool = False) -> Tools:
+    """Locate the tools hack/tools.sh builds; with build=True, build what is missing."""
+    cmd = [str(REPO / "hack" / "tools.sh")] + ([] if build else ["--print"])
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    paths = dict(line.split("=", 1) for line in proc.stdout.splitlines() if "=" in line)
+    if build and proc.returncode != 0:
+        raise RuntimeError(f"hack/tools.sh failed:\n{proc.stderr[-3000:]}")
+    return Tools(**{k.lower(): Path(v) for k, v in paths.items()})
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def stop_process(proc: subprocess.Popen[Any], *, grace: float = 5.0) -> None:
+    """Stop a process started with start_new_session=True, and everything it spawned."""
+    if proc.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=grace)
+
+
+def _pem_cert(cert: x509.Certificate) -> bytes:
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
+def _pem_key(key: Any) -> bytes:
+    return bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+
+
+def _issue(
+    subject: str,
+    *,
+    ca: tuple[x509.Certificate, Any] | None,
+    org: str | None = None,
+    server: bool = False,
+) -> tuple[x509.Certificate, Any]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    attrs = [x509.NameAttribute(NameOID.COMMON_NAME, subject)]
+    if org:
+        attrs.append(x509.NameAttribute(NameOID.ORGANIZATION_NAME, org))
+    name = x509.Name(attrs)
+    now = dt.datetime.now(dt.UTC)
+    issuer_name, signing_key = (ca[0].subject, ca[1]) if ca else (name, key)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(issuer_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=2))
+    )
+    if ca is None:
+        builder = builder.add_extension(
+            x509.BasicConstraints(ca=True, path_length=None), critical=True
+        ).add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                key_cert_sign=True,
+                crl_sign=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+    else:
+        usage = ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH
+        builder = builder.add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+        if server:
+            builder = builder.add_extension(
+                x509.SubjectAlternativeName(
+                    [
+                        x509.DNSName("localhost"),
+                        x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+                    ]
+                ),
+                critical=False,
+            )
+    return builder.sign(signing_key, hashes.SHA256()), key
+
+
+def _say(msg: str) -> None:
+    print(f"[controlplane {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+@dataclass
+class ControlPlane:
+    """etcd + kube-apiserver on 127.0.0.1 with free ports, in a temp dir of its own."""
+
+    tools: Tools
+    workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="tr-cp-")))
+    port: int = field(default_factory=free_port)
+    _procs: list[subprocess.Popen[Any]] = field(default_factory=list)
+
+    @property
+    def server(self) -> str:
+        return f"https://127.0.0.1:{self.port}"
+
+    @property
+    def sa_issuer(self) -> str:
+        # The issuer is the apiserver itself, so its OIDC discovery document and JWKS are
+        # served at <issuer>/.well-known/openid-configuration (Dex reads them).
+        return self.server
+
+    @property
+    def kubeconfig(self) -> Path:
+        return self.workdir / "kubeconfig"
+
+    @property
+    def ca_file(self) -> Path:
+        return self.workdir / "ca.crt"
+
+    def start(self, *, timeout: float = 60.0) -> ControlPlane:
+        self.tools.need("etcd", "kube_apiserver", "kubectl")
+        try:
+            self._write_pki()
+            self._start_etcd(timeout=timeout)
+            self._start_apiserver(timeout=timeout)
+            self._bootstrap()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        for proc in reversed(self._procs):
+            stop_process(proc)
+        self._procs.clear()
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def __enter__(self) -> ControlPlane:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # --- clients -------------------------------------------------------------------------
+
+    def kubectl(
+        self,
+        *args: str,
+        input: str | None = None,  # noqa: A002 - mirrors subprocess.run
+        check: bool = True,
+        timeout: float = 60.0,
+    ) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run(
+            [str(self.tools.kubectl), "--kubeconfig", str(self.kubeconfig), *args],
+            input=input,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+        if check and proc.returncode != 0:
+            raise AssertionError(
+                f"kubectl {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr}"
+            )
+        return proc
+
+    def helm(
+        self, *args: str, check: bool = True, timeout: float = 120.0
+    ) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run(
+            [str(self.tools.helm), "--kubeconfig", str(self.kubeconfig), *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+            env={
+                **os.environ,
+                "HELM_CACHE_HOME": str(self.workdir / "helm-cache"),
+                "HELM_CONFIG_HOME": str(self.workdir / "helm-config"),
+                "HELM_DATA_HOME": str(self.workdir / "helm-data"),
+            },
+        )
+        if check and proc.returncode != 0:
+            raise AssertionError(
+                f"helm {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr}"
+            )
+        return proc
+
+    def api_client(self) -> Any:
+        """A kubernetes.client.ApiClient for the admin user (imported lazily)."""
+        from kubernetes import config
+
+        return config.new_client_from_config(config_file=str(self.kubeconfig))
+
+    # --- internals -----------------------------------------------------------------------
+
+    def _write_pki(self) -> None:
+        ca = _issue("token-refresher-test-ca", ca=None)
+        serving = _issue("kube-apiserver", ca=ca, server=True)
+        admin = _issue("admin", ca=ca, org="system:masters")
+        sa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        files = {
+            "ca.crt": _pem_cert(ca[0]),
+            "ca.key": _pem_key(ca[1]),
+            "apiserver.crt": _pem_cert(serving[0]),
+            "apiserver.key": _pem_key(serving[1]),
+            "admin.crt": _pem_cert(admin[0]),
+            "admin.key": _pem_key(admin[1]),
+            "sa.key": _pem_key(sa_key),
+            "sa.pub": sa_key.public_key().public_bytes(
+                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+            ),
+        }
+        for name, data in files.items():
+            path = self.workdir / name
+            path.write_bytes(data)
+            path.chmod(0o600)
+        w = self.workdir
+        self.kubeconfig.write_text(
+            "apiVersion: v1\nkind: Config\n"
+            f"clusters:\n- name: test\n  cluster:\n    server: {self.server}\n"
+            f"    certificate-authority: {w / 'ca.crt'}\n"
+            f"users:\n- name: admin\n  user:\n    client-certificate: {w / 'admin.crt'}\n"
+            f"    client-key: {w / 'admin.key'}\n"
+            "contexts:\n- name: test\n  context:\n    cluster: test\n    user: admin\n"
+            "current-context: test\n"
+        )
+        self.kubeconfig.chmod(0o600)
+
+    def _spawn(self, name: str, argv: Sequence[str]) -> subprocess.Popen[Any]:
+        log = (self.workdir / f"{name}.log").open("wb")
+        proc = subprocess.Popen(
+            argv,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        log.close()
+        self._procs.append(proc)
+        return proc
+
+    def _log_tail(self, name: str) -> str:
+        path = self.workdir / f"{name}.log"
+        return path.read_text(errors="replace")[-3000:] if path.exists() else ""
+
+    def _wait(self, what: str, check: Any, proc: subprocess.Popen[Any], timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        next_note = time.monotonic() + 10
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(
+                    f"{what}: the process exited with {proc.returncode}:\n"
+                    f"{self._log_tail(Path(str(proc.args[0])).name)}"
+                )
+            if check():
+                return
+            now = time.monotonic()
+            if now > deadline:
+                raise TimeoutError(f"{what}: not ready after {timeout:.0f} s")
+            if now > next_note:
+                _say(f"waiting for {what}: {deadline - now:.0f} s left")
+                next_note = now + 10
+            time.sleep(0.2)
+
+    def _start_etcd(self, *, timeout: float) -> None:
+        client, peer = free_port(), free_port()
+        self.etcd_url = f"http://127.0.0.1:{client}"
+        proc = self._spawn(
+            "etcd",
+            [
+                str(self.tools.etcd),
+                "--name=default",
+                f"--data-dir={self.workdir / 'etcd'}",
+                f"--listen-client-urls={self.etcd_url}",
+                f"--advertise-client-urls={self.etcd_url}",
+                f"--listen-peer-urls=http://127.0.0.1:{peer}",
+                f"--initial-advertise-peer-urls=http://127.0.0.1:{peer}",
+                f"--initial-cluster=default=http://127.0.0.1:{peer}",
+                "--listen-metrics-urls=",
+                "--unsafe-no-fsync",  # a throwaway test store: durability buys nothing here
+                "--log-level=warn",
+            ],
+        )
+        self._wait(
+            "etcd on " + self.etcd_url, lambda: _http_ok(self.etcd_url + "/health"), proc, timeout
+        )
+
+    def _start_apiserver(self, *, timeout: float) -> None:
+        w = self.workdir
+        proc = self._spawn(
+            "kube-apiserver",
+            [
+                str(self.tools.kube_apiserver),
+                f"--etcd-servers={self.etcd_url}",
+                "--bind-address=127.0.0.1",
+                "--advertise-address=127.0.0.1",
+                f"--secure-port={self.port}",
+                f"--cert-dir={w / 'certs'}",
+                f"--tls-cert-file={w / 'apiserver.crt'}",
+                f"--tls-private-key-file={w / 'apiserver.key'}",
+                f"--client-ca-file={w / 'ca.crt'}",
+                "--authorization-mode=RBAC",
+                f"--service-account-issuer={self.sa_issuer}",
+                f"--service-account-key-file={w / 'sa.pub'}",
+                f"--service-account-signing-key-file={w / 'sa.key'}",
+                "--service-cluster-ip-range=10.0.0.0/24",
+                "--enable-admission-plugins=PodSecurity",
+                "--allow-privileged=false",
+                "--v=0",
+            ],
+        )
+        self._wait(
+            f"kube-apiserver on {self.server}",
+            lambda: self.kubectl("get", "--raw", "/readyz", check=False, timeout=5).returncode == 0,
+            proc,
+            timeout,
+        )
+
+    def _bootstrap(self) -> None:
+        # Anyone may read the service-account issuer's discovery document and keys, as on
+        # managed clusters: Dex's oidc connector fetches them without credentials.
+        self.kubectl(
+            "create",
+            "clusterrolebinding",
+            "service-account-issuer-discovery-anonymous",
+            "--clusterrole=system:service-account-issuer-discovery",
+            "--group=system:unauthenticated",
+        )
+
+
+def _http_ok(url: str) -> bool:
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=2) as resp:  # noqa: S310 - fixed http URL
+            return bool(resp.status == 200)
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def running(*, build: bool = False) -> Iterator[ControlPlane]:
+    with ControlPlane(tools(build=build)) as cp:
+        yield cp
+
+
+if __name__ == "__main__":
+    with running(build=True) as cp:
+        print(f"export KUBECONFIG={cp.kubeconfig}")
+        print(cp.kubectl("version").stdout)
+        _say("control plane running; Ctrl-C stops it and removes its files")
+        with contextlib.suppress(KeyboardInterrupt):
+            signal.pause()
