@@ -8,6 +8,7 @@ and the run fails.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import uuid
@@ -16,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.controlplane import ControlPlane, Tools, tools as locate_tools
+from tests.controlplane import ControlPlane, Tools
+from tests.controlplane import tools as locate_tools
 
 pytest_plugins = ["tests.idp"]
 
@@ -47,10 +49,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         return
     leaked = _processes_of_this_run()
     for pid, _ in leaked:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
     if leaked:
         names = "\n".join(f"  pid {pid}: {cmd}" for pid, cmd in leaked)
         print(f"\nprocesses started by the tests were left running (killed now):\n{names}")
