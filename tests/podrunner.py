@@ -12,6 +12,7 @@ The demo and the injection tests both use it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -151,10 +152,8 @@ def prepare_sidecar(
             raise AssertionError(f"env {var['name']}: only value and fieldRef are supported")
         # Paths inside the container become the local folders that stand for them.
         if value.startswith("/"):
-            try:
+            with contextlib.suppress(KeyError):
                 value = str(run.local(value))
-            except KeyError:
-                pass
         env[var["name"]] = value
     env["TOKEN_REFRESHER_LISTEN"] = f"127.0.0.1:{run.port}"
     # The test's own TOKEN_REFRESHER_* settings must not leak in; the run marker must (the
