@@ -167,9 +167,7 @@ class Settings(BaseSettings):
     backoff_initial: float = Field(
         1.0, gt=0, description="First retry delay in seconds after a transient failure."
     )
-    backoff_max: float = Field(
-        60.0, gt=0, description="Cap in seconds of the exponential backoff."
-    )
+    backoff_max: float = Field(60.0, gt=0, description="Cap in seconds of the exponential backoff.")
     permanent_error_interval: float = Field(
         300.0,
         gt=0,
@@ -221,7 +219,7 @@ class Settings(BaseSettings):
     @field_validator("listen")
     @classmethod
     def _host_port(cls, value: str) -> str:
-        host, sep, port = value.rpartition(":")
+        _host, sep, port = value.rpartition(":")
         if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
             raise ValueError("must be host:port, for example 0.0.0.0:8099")
         return value
@@ -339,9 +337,7 @@ def config_errors(exc: ValidationError) -> list[str]:
             continue
         field = str(loc[0])
         ctx = err.get("ctx") or {}
-        if err.get("type") == "enum" and "expected" in ctx:
-            msg = f"must be one of {ctx['expected']}"
-        elif err.get("type") == "literal_error" and "expected" in ctx:
+        if err.get("type") in ("enum", "literal_error") and "expected" in ctx:
             msg = f"must be one of {ctx['expected']}"
         lines.append(f"{env_name(field)}: {msg}")
     return lines

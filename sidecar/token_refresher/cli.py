@@ -1,0 +1,137 @@
+"""The `token-refresher` console script: the sidecar daemon, or one fetch with `--once`.
+
+Order matters here: settings and files are checked before anything touches the network,
+and a user's mistake ends as one line per problem and exit code 2, never a traceback.
+The daemon is arq-style: signal handlers on the loop, stop within a second of SIGTERM,
+one summary line on the way out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+import textwrap
+from collections.abc import Sequence
+
+from pydantic import ValidationError
+
+from .credentials import check_files
+from .logs import configure, get_logger
+from .refresher import Refresher
+from .report import Reporter
+from .server import StatusServer, parse_listen
+from .settings import Settings, config_errors, env_name
+
+__all__ = ["main", "serve"]
+
+log = get_logger(__name__)
+
+EXIT_OK, EXIT_NO_TOKEN, EXIT_CONFIG = 0, 1, 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    lines = ["settings (environment variables; see docs/sidecar.md):"]
+    for env, default, description in Settings.describe():
+        lines.append(f"  {env}  (default: {default})")
+        lines.extend(
+            textwrap.wrap(description, 76, initial_indent="      ", subsequent_indent="      ")
+        )
+    lines += [
+        "",
+        "exit codes: 0 stopped by SIGTERM/SIGINT (or --once wrote a token),",
+        "            1 --once got no token, 2 bad configuration",
+    ]
+    parser = argparse.ArgumentParser(
+        prog="token-refresher",
+        description="Keeps an OAuth2/OIDC access token fresh in a file: fetches it,\n"
+        "refreshes it ahead of expiry, writes it atomically. Serves /healthz,\n"
+        "/readyz, /status and /metrics on LISTEN.",
+        epilog="\n".join(lines),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--once",
+        action="store_true",
+        help="fetch one token, write it and exit (0 written, 1 no token, 2 bad configuration)",
+    )
+    return parser
+
+
+def load_settings() -> Settings | list[str]:
+    """Settings from the environment, or the lines that say what is wrong with them."""
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        return config_errors(exc)
+    return check_files(settings) or settings
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    loaded = load_settings()
+    if isinstance(loaded, list):
+        for line in loaded:
+            print(line, file=sys.stderr)
+        return EXIT_CONFIG
+    configure(loaded.log_format, loaded.log_level)
+    if args.once:
+        return asyncio.run(once(loaded))
+    return asyncio.run(serve(loaded))
+
+
+async def once(settings: Settings) -> int:
+    """Fetch and write one token: 0 if written, 1 if not."""
+    async with Refresher(settings) as refresher:
+        return EXIT_OK if await refresher.refresh() else EXIT_NO_TOKEN
+
+
+async def serve(settings: Settings, *, refresher: Refresher | None = None) -> int:
+    """Run the daemon until SIGTERM/SIGINT (or `refresher.stop()`); returns the exit code."""
+    loop = asyncio.get_running_loop()
+    if refresher is None:
+        reporter = Reporter(settings) if settings.report_url is not None else None
+        refresher = Refresher(settings, reporter=reporter)
+    reporter = refresher.reporter
+    host, port = parse_listen(settings.listen)
+    server = StatusServer(refresher, host, port)
+    try:
+        await server.start()
+    except OSError as exc:
+        print(
+            f"{env_name('listen')}: cannot listen on {settings.listen}: {exc.strerror or exc}",
+            file=sys.stderr,
+        )
+        await refresher.aclose()
+        if reporter is not None:
+            await reporter.aclose()
+        return EXIT_CONFIG
+    signals = (signal.SIGTERM, signal.SIGINT)
+    for signum in signals:
+        loop.add_signal_handler(signum, refresher.stop)
+    report_task = asyncio.create_task(reporter.run()) if reporter is not None else None
+    log.info(
+        "token-refresher started",
+        extra={
+            "grant": settings.grant.value,
+            "output": str(settings.output),
+            "format": settings.format,
+            "listen": f"{host}:{server.port}",
+            "reporting": reporter is not None,
+        },
+    )
+    try:
+        await refresher.run()
+    finally:
+        for signum in signals:
+            loop.remove_signal_handler(signum)
+        if report_task is not None:
+            report_task.cancel()
+            await asyncio.gather(report_task, return_exceptions=True)
+        await server.aclose()
+        await refresher.aclose()
+        if reporter is not None:
+            await reporter.aclose()
+    log.info(refresher.summary())
+    return EXIT_OK

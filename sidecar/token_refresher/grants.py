@@ -1,0 +1,138 @@
+"""What we send to the token endpoint: grant parameters and client authentication.
+
+One function per question. `grant_params` builds the form of each grant —
+client_credentials (RFC 6749 section 4.4), refresh_token (section 6), token exchange
+(RFC 8693 section 2.1) and jwt-bearer (RFC 7523 section 2.1) — and `client_auth` the
+authentication of the client (RFC 6749 section 2.3, RFC 7523 section 2.2). Client
+authentication is authlib's: its `OAuth2ClientAuth` is the httpx2 `Auth` its own
+`AsyncOAuth2Client` uses, and `PrivateKeyJWT` signs the assertions. We do not use
+`AsyncOAuth2Client.fetch_token` itself: it reads unbounded bodies and keeps its own
+token state and expiry (with the 60 s leeway of authlib issue #716), and this sidecar
+needs to own all three.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import httpx2
+
+from .credentials import CredentialFile, PrivateKeyFile
+from .settings import ClientAuth, Grant, Settings
+
+__all__ = [
+    "CLIENT_ASSERTION_TYPE",
+    "GRANT_TYPES",
+    "JWT_TOKEN_TYPE",
+    "Credentials",
+]
+
+CLIENT_ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+JWT_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:jwt"
+GRANT_TYPES: dict[Grant, str] = {
+    Grant.CLIENT_CREDENTIALS: "client_credentials",
+    Grant.REFRESH_TOKEN: "refresh_token",
+    Grant.TOKEN_EXCHANGE: "urn:ietf:params:oauth:grant-type:token-exchange",
+    Grant.JWT_BEARER: "urn:ietf:params:oauth:grant-type:jwt-bearer",
+}
+
+
+class Credentials:
+    """The credential files of one configuration, and the requests built from them."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._secret = (
+            CredentialFile(settings.client_secret_file, what="client secret")
+            if settings.client_secret_file is not None
+            else None
+        )
+        self._key = (
+            PrivateKeyFile(settings.private_key_file, settings.private_key_alg)
+            if settings.private_key_file is not None
+            else None
+        )
+        # Projected tokens are re-read on every use: the kubelet rotates them, and an
+        # old one is rejected by the IdP long before its file disappears.
+        self._sa_token = (
+            CredentialFile(
+                settings.service_account_token_file, what="service-account token", always=True
+            )
+            if settings.service_account_token_file is not None
+            else None
+        )
+
+    def grant_params(self, grant: Grant, *, refresh_token: str | None = None) -> dict[str, str]:
+        """The form fields of a token request for `grant` (may hold credentials)."""
+        s = self._settings
+        params = {"grant_type": GRANT_TYPES[grant]}
+        if grant is Grant.REFRESH_TOKEN:
+            if not refresh_token:
+                raise ValueError("the refresh_token grant needs a refresh token")
+            params["refresh_token"] = refresh_token
+        elif grant is Grant.TOKEN_EXCHANGE:
+            params["subject_token"] = self._service_account_token()
+            params["subject_token_type"] = JWT_TOKEN_TYPE
+            if s.requested_token_type:
+                params["requested_token_type"] = s.requested_token_type
+        elif grant is Grant.JWT_BEARER:
+            params["assertion"] = self._service_account_token()
+        for name in ("scope", "audience", "resource"):
+            value = getattr(s, name)
+            if value:
+                params[name] = value
+        return params
+
+    def client_auth(self, token_endpoint: str) -> httpx2.Auth | None:
+        """Client authentication for one request, from the credential files as they are now."""
+        from authlib.integrations.httpx_client import OAuth2ClientAuth
+
+        s = self._settings
+        method = s.effective_client_auth
+        if method is ClientAuth.NONE:
+            # RFC 6749 section 2.3.1 public client: identify with client_id alone.
+            if not s.client_id:
+                return None
+            return _auth(OAuth2ClientAuth(s.client_id, None, "none"))
+        if method in (ClientAuth.CLIENT_SECRET_BASIC, ClientAuth.CLIENT_SECRET_POST):
+            assert self._secret is not None  # guaranteed by Settings
+            return _auth(OAuth2ClientAuth(s.client_id, self._secret.read(), method.value))
+        if method is ClientAuth.PRIVATE_KEY_JWT:
+            from authlib.oauth2.rfc7523 import PrivateKeyJWT
+
+            assert self._key is not None
+            signer = PrivateKeyJWT(token_endpoint, alg=s.private_key_alg)
+            return _auth(OAuth2ClientAuth(s.client_id, self._key.read(), signer))
+        return _auth(OAuth2ClientAuth(s.client_id, None, self._service_account_assertion()))
+
+    def _service_account_token(self) -> str:
+        assert self._sa_token is not None  # guaranteed by Settings
+        return self._sa_token.read()
+
+    def _service_account_assertion(self) -> Callable[..., tuple[str, Any, str]]:
+        # RFC 7523 section 2.2 with the pod's projected token as the assertion: the IdP
+        # federates the cluster's service-account issuer, so no secret exists anywhere.
+        from authlib.common.urls import add_params_to_qs
+
+        assertion = self._service_account_token()
+        client_id = self._settings.client_id
+
+        def sign(
+            _auth: Any, _method: str, uri: str, headers: Any, body: str
+        ) -> tuple[str, Any, str]:
+            fields = [
+                ("client_assertion_type", CLIENT_ASSERTION_TYPE),
+                ("client_assertion", assertion),
+            ]
+            if client_id:
+                fields.insert(0, ("client_id", client_id))
+            return uri, headers, add_params_to_qs(body or "", fields)
+
+        return sign
+
+
+def _auth(auth: Any) -> httpx2.Auth:
+    # authlib is untyped; its OAuth2ClientAuth subclasses httpx2.Auth.
+    assert isinstance(auth, httpx2.Auth)
+    return auth

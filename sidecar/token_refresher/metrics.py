@@ -1,0 +1,67 @@
+"""Prometheus metrics of one refresher, in a registry of its own.
+
+A private `CollectorRegistry` rather than the global one: tests run many refreshers in
+one process, and the default process/platform collectors are the kubelet's job
+(cAdvisor already reports container CPU and memory). Names follow the Prometheus
+conventions: base units, `_total` counters, `_timestamp_seconds` gauges, so alerts can
+say `token_refresher_token_expiry_timestamp_seconds - time() < 300`.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+
+__all__ = ["CONTENT_TYPE", "Metrics", "Outcome"]
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+Outcome = Literal["success", "transient_error", "permanent_error"]
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.refresh_total = Counter(
+            "token_refresher_refresh",
+            "Token refresh attempts by outcome.",
+            ["outcome"],
+            registry=self.registry,
+        )
+        for outcome in ("success", "transient_error", "permanent_error"):
+            self.refresh_total.labels(outcome)  # export zeros, so rate() works from the start
+        self.refresh_duration = Histogram(
+            "token_refresher_refresh_duration_seconds",
+            "Duration of one token request, including discovery.",
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+            registry=self.registry,
+        )
+        self.token_expiry = Gauge(
+            "token_refresher_token_expiry_timestamp_seconds",
+            "Expiry (Unix time) of the token on disk; 0 when there is none.",
+            registry=self.registry,
+        )
+        self.last_success = Gauge(
+            "token_refresher_last_success_timestamp_seconds",
+            "Time (Unix) of the last successful refresh; 0 before the first.",
+            registry=self.registry,
+        )
+        self.consecutive_failures = Gauge(
+            "token_refresher_consecutive_failures",
+            "Failed refresh attempts since the last success.",
+            registry=self.registry,
+        )
+        self.next_refresh = Gauge(
+            "token_refresher_next_refresh_timestamp_seconds",
+            "Time (Unix) of the next planned refresh attempt.",
+            registry=self.registry,
+        )
+
+    def observe(self, outcome: Outcome, duration: float) -> None:
+        self.refresh_total.labels(outcome).inc()
+        self.refresh_duration.observe(duration)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,442 @@
+"""The refresh loop: fetch a token, write it, sleep until it is due, and cope.
+
+`Refresher` is the thin shell around the pure parts: it asks `schedule` when to act,
+`grants` and `idp` for a token, `writer` and `state` to keep it, and tells `metrics`,
+`report` and the logs how it went. It owns no clock and no network of its own — both
+are passed in — so a test can drive a whole outage in milliseconds. While idle it
+sleeps until the next refresh or the token's expiry, whichever is sooner: no periodic
+wake-ups, so an idle sidecar costs no CPU.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random as _random
+from collections.abc import Awaitable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import httpx2
+
+from .clock import Clock, SystemClock
+from .credentials import ssl_context
+from .errors import CredentialError, IdPError, OutputError, TokenEndpointError
+from .grants import Credentials
+from .idp import IdP
+from .logs import get_logger
+from .metrics import Metrics, Outcome
+from .redact import redactor
+from .report import Reporter
+from .schedule import Random, next_refresh, permanent_delay, retry_delay
+from .settings import Grant, Settings
+from .state import RefreshTokenStore
+from .tokens import Token
+from .writer import TokenWriter, read_expiry, rfc3339
+
+__all__ = ["Refresher", "RefresherState"]
+
+log = get_logger(__name__)
+
+RefresherState = Literal["starting", "ready", "retrying", "failing", "expired", "stopped"]
+Failure = IdPError | CredentialError | OutputError
+
+_USER_AGENT = "token-refresher"
+
+
+@dataclass(frozen=True)
+class _LastError:
+    error: str
+    message: str
+    permanent: bool
+    at: float
+
+
+class Refresher:
+    """Keeps one token fresh in `settings.output`.
+
+    Use as `async with Refresher(settings) as r: await r.run()`; `stop()` ends `run`.
+    `transport` (an httpx2 transport, e.g. `MockTransport`), `clock`, `random`,
+    `metrics` and `reporter` replace the real ones in tests.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        transport: httpx2.AsyncBaseTransport | None = None,
+        clock: Clock | None = None,
+        random: Random | None = None,
+        metrics: Metrics | None = None,
+        reporter: Reporter | None = None,
+    ) -> None:
+        self.settings = settings
+        self.clock: Clock = clock or SystemClock()
+        self.metrics = metrics or Metrics()
+        self.reporter = reporter
+        self._random = random or _random.random
+        self._client = httpx2.AsyncClient(
+            transport=transport,
+            verify=ssl_context(cafile=settings.ca_file),
+            timeout=settings.timeout,
+            headers={"User-Agent": _USER_AGENT},
+        )
+        self._idp = IdP(settings, self._client, self.clock)
+        self._credentials = Credentials(settings)
+        self._writer = TokenWriter(settings.output, settings.format, settings.file_mode)
+        # Refresh tokens are used with GRANT=refresh_token, or alongside another grant
+        # when REFRESH_TOKEN_FILE is given: that grant is then the fallback.
+        self._store = (
+            RefreshTokenStore(settings.effective_state_file, settings.refresh_token_file)
+            if settings.grant is Grant.REFRESH_TOKEN or settings.refresh_token_file
+            else None
+        )
+        if self._store is not None:
+            self._store.load()
+        self._stop = asyncio.Event()
+        self._running = False
+        self._stopped = False
+        self._started_mono = self.clock.monotonic()
+        self._next_mono = self._started_mono
+        self._disk_expiry: tuple[float, float] | None = None  # (monotonic, wall)
+        self._had_token = False
+        self._expired = False
+        self.refresh_count = 0
+        self.failure_count = 0
+        self.consecutive_failures = 0
+        self._failing_since: float | None = None
+        self._last_success: float | None = None
+        self._last_error: _LastError | None = None
+
+    # -- lifecycle -----------------------------------------------------------------
+
+    async def __aenter__(self) -> Refresher:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    def stop(self) -> None:
+        """Make `run` return soon; an attempt in flight is abandoned, never half-written."""
+        self._stop.set()
+
+    @property
+    def alive(self) -> bool:
+        return self._running
+
+    @property
+    def ready(self) -> bool:
+        """A token that has not expired is on disk."""
+        return self._disk_expiry is not None and self.clock.monotonic() < self._disk_expiry[0]
+
+    @property
+    def state(self) -> RefresherState:
+        if self._stopped:
+            return "stopped"
+        if self.ready:
+            return "retrying" if self.consecutive_failures else "ready"
+        if self._expired:
+            return "expired"
+        return "failing" if self.consecutive_failures else "starting"
+
+    # -- the loop --------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Refresh until `stop()`. Raises only on bugs; IdP and disk trouble is retried."""
+        self._running = True
+        try:
+            self._adopt_existing_file()
+            while not self._stop.is_set():
+                now = self.clock.monotonic()
+                if self._disk_expiry is not None and self._disk_expiry[0] <= now:
+                    self._expire()
+                elif self._next_mono <= now:
+                    await self._unless_stopped(self.refresh())
+                else:
+                    wake = self._next_mono
+                    if self._disk_expiry is not None:
+                        wake = min(wake, self._disk_expiry[0])
+                    await self._unless_stopped(self.clock.sleep(wake - now))
+        finally:
+            self._running = False
+            self._stopped = True
+
+    async def _unless_stopped(self, work: Awaitable[Any]) -> None:
+        task = asyncio.ensure_future(work)
+        stopper = asyncio.ensure_future(self._stop.wait())
+        try:
+            await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for pending in (task, stopper):
+                pending.cancel()
+            await asyncio.gather(task, stopper, return_exceptions=True)
+        if task.done() and not task.cancelled() and task.exception() is not None:
+            raise task.exception()  # type: ignore[misc]
+
+    async def refresh(self) -> bool:
+        """One attempt: fetch a token and write it. Returns whether it worked.
+
+        Never raises for IdP, credential or disk trouble: they are logged, counted,
+        reported, and the next attempt is planned (`next_refresh_in`).
+        """
+        started = self.clock.monotonic()
+        try:
+            token = await self._fetch()
+            self._writer.write(token, now=self.clock.time())
+        except (IdPError, CredentialError, OutputError) as exc:
+            self._failed(exc, started)
+            return False
+        self._succeeded(token, started)
+        return True
+
+    async def _fetch(self) -> Token:
+        store = self._store
+        primary = self.settings.grant
+        if store is not None:
+            if store.current is None:
+                store.load()  # a person may have put a new refresh token in place
+            refresh_token = store.current
+            if refresh_token is not None:
+                try:
+                    token = await self._request(Grant.REFRESH_TOKEN, refresh_token=refresh_token)
+                except TokenEndpointError as exc:
+                    if exc.error != "invalid_grant":
+                        raise
+                    store.discard()
+                    if primary is Grant.REFRESH_TOKEN:
+                        raise
+                    log.warning(
+                        f"the refresh token was rejected (invalid_grant); falling back to "
+                        f"the {primary} grant"
+                    )
+                else:
+                    self._keep_refresh_token(token)
+                    return token
+            elif primary is Grant.REFRESH_TOKEN:
+                raise CredentialError(
+                    "no usable refresh token: the identity provider rejected the last one; "
+                    f"put a new one in {self.settings.refresh_token_file}",
+                    error="invalid_grant",
+                    permanent=True,
+                )
+        token = await self._request(primary)
+        self._keep_refresh_token(token)
+        return token
+
+    async def _request(self, grant: Grant, *, refresh_token: str | None = None) -> Token:
+        url = await self._idp.token_endpoint()
+        params = self._credentials.grant_params(grant, refresh_token=refresh_token)
+        auth = self._credentials.client_auth(url)
+        token = await self._idp.request_token(
+            params, auth, token_exchange=grant is Grant.TOKEN_EXCHANGE
+        )
+        redactor.add(token.access_token)
+        redactor.add(token.refresh_token)
+        return token
+
+    def _keep_refresh_token(self, token: Token) -> None:
+        # A response without a refresh token keeps the previous one (RFC 6749 section 6).
+        if self._store is None or token.refresh_token is None:
+            return
+        try:
+            self._store.save(token.refresh_token)
+        except OutputError as exc:
+            log.error(
+                f"cannot keep the rotated refresh token: {exc}; it is held in memory only, "
+                "so a restart will need a new one",
+            )
+
+    # -- bookkeeping -----------------------------------------------------------------
+
+    def _succeeded(self, token: Token, started: float) -> None:
+        now = self.clock.monotonic()
+        duration = now - started
+        self._disk_expiry = (token.expires_mono, token.expires_wall)
+        self._had_token = True
+        self._expired = False
+        recovered_after = self.consecutive_failures
+        self.refresh_count += 1
+        self.consecutive_failures = 0
+        self._failing_since = None
+        self._last_success = self.clock.time()
+        self._next_mono = next_refresh(
+            token.received_mono,
+            token.lifetime,
+            ratio=self.settings.refresh_ratio,
+            jitter=self.settings.jitter,
+            min_interval=self.settings.min_refresh_interval,
+            random=self._random,
+        )
+        self._record("success", duration, token.expires_wall)
+        fields = {
+            "expires_at": rfc3339(token.expires_wall),
+            "lifetime": round(token.lifetime, 3),
+            "lifetime_source": token.lifetime_source,
+            "next_refresh_in": round(self._next_mono - now, 3),
+        }
+        if recovered_after:
+            log.info(f"token refreshed after {recovered_after} failed attempts", extra=fields)
+        else:
+            log.info("token refreshed", extra=fields)
+        if self.reporter is not None:
+            self.reporter.success()
+
+    def _failed(self, exc: Failure, started: float) -> None:
+        now = self.clock.monotonic()
+        wall = self.clock.time()
+        self.failure_count += 1
+        self.consecutive_failures += 1
+        if self._failing_since is None:
+            self._failing_since = wall
+        error = getattr(exc, "error", "output_error")
+        permanent = bool(getattr(exc, "permanent", False))
+        retry_after = getattr(exc, "retry_after", None)
+        description = getattr(exc, "description", None)
+        message = redactor.scrub(str(exc))
+        self._last_error = _LastError(error, message, permanent, wall)
+        if permanent:
+            delay = permanent_delay(
+                self.settings.permanent_error_interval,
+                random=self._random,
+                retry_after=retry_after,
+            )
+        else:
+            until_expiry = self._disk_expiry[0] - now if self.ready and self._disk_expiry else None
+            delay = retry_delay(
+                self.consecutive_failures,
+                initial=self.settings.backoff_initial,
+                maximum=self.settings.backoff_max,
+                random=self._random,
+                retry_after=retry_after,
+                until_expiry=until_expiry,
+            )
+        self._next_mono = now + delay
+        self._record(
+            "permanent_error" if permanent else "transient_error",
+            now - started,
+            self._disk_expiry[1] if self._disk_expiry else None,
+        )
+        level = log.error if permanent or not self.ready else log.warning
+        level(
+            message,
+            extra={
+                "error": error,
+                "permanent": permanent,
+                "consecutive_failures": self.consecutive_failures,
+                "retry_in": round(delay, 3),
+                "token_valid": self.ready,
+            },
+        )
+        if self.reporter is not None:
+            self.reporter.failure(
+                error, description or message, self.consecutive_failures, self._failing_since
+            )
+
+    def _record(self, outcome: Outcome, duration: float, expiry: float | None) -> None:
+        m = self.metrics
+        m.observe(outcome, duration)
+        m.consecutive_failures.set(self.consecutive_failures)
+        m.token_expiry.set(expiry or 0)
+        if self._last_success is not None:
+            m.last_success.set(self._last_success)
+        m.next_refresh.set(self._wall(self._next_mono))
+
+    def _expire(self) -> None:
+        """The token on disk expired and no refresh succeeded: say so, and remove it."""
+        self._disk_expiry = None
+        self._expired = True
+        self.metrics.token_expiry.set(0)
+        removed = ""
+        if self.settings.on_expiry == "remove":
+            try:
+                self._writer.remove()
+                removed = f"; removed {self.settings.output}"
+            except OutputError as exc:
+                log.error(str(exc))
+        last = self._last_error
+        log.error(
+            f"the token expired with no successful refresh{removed}",
+            extra={
+                "consecutive_failures": self.consecutive_failures,
+                "error": last.error if last else None,
+            },
+        )
+        if self.reporter is not None:
+            self.reporter.expired(
+                last.error if last else None,
+                last.message if last else None,
+                self.consecutive_failures,
+                self._failing_since or self.clock.time(),
+            )
+
+    def _adopt_existing_file(self) -> None:
+        """Make sense of a token file left by a previous run of this container."""
+        path = self.settings.output
+        if not path.exists():
+            return
+        now_wall = self.clock.time()
+        expires_wall = read_expiry(path, self.settings.format)
+        if expires_wall is not None and expires_wall > now_wall:
+            self._disk_expiry = (self.clock.monotonic() + expires_wall - now_wall, expires_wall)
+            self.metrics.token_expiry.set(expires_wall)
+            log.info(
+                "kept the token left by a previous run", extra={"expires_at": rfc3339(expires_wall)}
+            )
+        elif self.settings.on_expiry == "remove":
+            # Expired, or of unknown age (an opaque raw token): we cannot vouch for it.
+            try:
+                self._writer.remove()
+                log.info(f"removed the stale token file {path} left by a previous run")
+            except OutputError as exc:
+                log.error(str(exc))
+
+    # -- what we show ----------------------------------------------------------------
+
+    def _wall(self, mono: float) -> float:
+        return self.clock.time() + (mono - self.clock.monotonic())
+
+    @property
+    def next_refresh_in(self) -> float:
+        """Seconds until the next planned attempt (0 when due)."""
+        return max(0.0, self._next_mono - self.clock.monotonic())
+
+    def status(self) -> dict[str, object]:
+        """The `/status` document: what an operator wants to know, never a secret."""
+        last = self._last_error
+        return {
+            "state": self.state,
+            "ready": self.ready,
+            "expires_at": rfc3339(self._disk_expiry[1]) if self._disk_expiry else None,
+            "last_success": rfc3339(self._last_success) if self._last_success else None,
+            "consecutive_failures": self.consecutive_failures,
+            "last_error": None
+            if last is None
+            else {
+                "error": last.error,
+                "message": redactor.scrub(last.message),
+                "permanent": last.permanent,
+                "at": rfc3339(last.at),
+            },
+            "next_refresh_at": None if self._stopped else rfc3339(self._wall(self._next_mono)),
+            "refresh_count": self.refresh_count,
+            "grant": self.settings.grant.value,
+            "token_endpoint": self._idp.token_url,
+            "output": str(self.settings.output),
+        }
+
+    def summary(self) -> str:
+        """One line for the log at shutdown, arq style."""
+        uptime = self.clock.monotonic() - self._started_mono
+        hours, rest = divmod(int(uptime), 3600)
+        minutes, seconds = divmod(rest, 60)
+        expiry = (
+            f"token valid until {rfc3339(self._disk_expiry[1])}"
+            if self.ready and self._disk_expiry
+            else "no valid token on disk"
+        )
+        return (
+            f"stopped after {hours}h{minutes:02d}m{seconds:02d}s: "
+            f"{self.refresh_count} refreshes, {self.failure_count} failed attempts, {expiry}"
+        )

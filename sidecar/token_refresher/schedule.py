@@ -1,0 +1,118 @@
+"""When to refresh and when to retry: pure functions over numbers, tested without I/O.
+
+All instants here are on the monotonic clock (see `clock`). The refresher asks two
+questions: "I just got a token that lives `lifetime` seconds — when do I refresh it?"
+(`next_refresh`) and "my n-th attempt in a row failed — how long do I wait?"
+(`retry_delay`, `permanent_delay`). Randomness is passed in as a function returning a
+float in [0, 1), so tests can pin it and production spreads pods apart.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC
+from email.utils import parsedate_to_datetime
+
+__all__ = [
+    "LATEST_FRACTION",
+    "RETRY_AFTER_CAP",
+    "Random",
+    "next_refresh",
+    "parse_retry_after",
+    "permanent_delay",
+    "retry_delay",
+]
+
+Random = Callable[[], float]
+
+# Never plan the refresh later than this fraction of the lifetime, whatever
+# REFRESH_RATIO + JITTER add up to (0.9 + 0.2 would otherwise land after expiry).
+LATEST_FRACTION = 0.95
+
+# A Retry-After is honoured, but one saying "next week" (or a date parsed wrongly) must
+# not park the sidecar: beyond an hour we retry anyway.
+RETRY_AFTER_CAP = 3600.0
+
+
+def next_refresh(
+    received: float,
+    lifetime: float,
+    *,
+    ratio: float,
+    jitter: float,
+    min_interval: float,
+    random: Random,
+) -> float:
+    """The instant to refresh a token received at `received` that lives `lifetime` s.
+
+    `received + ratio*lifetime ± jitter*lifetime` (uniform), clamped before expiry and
+    no sooner than `min_interval` after `received`. The floor wins over expiry on
+    purpose: a 1-second token refreshed every 5 s expires in between, but a token
+    endpoint handing out 1-second tokens must not turn every pod into a tight loop.
+    """
+    offset = lifetime * ratio + lifetime * jitter * (2.0 * random() - 1.0)
+    offset = min(offset, lifetime * LATEST_FRACTION)
+    offset = max(offset, min_interval)
+    return received + offset
+
+
+def retry_delay(
+    failures: int,
+    *,
+    initial: float,
+    maximum: float,
+    random: Random,
+    retry_after: float | None = None,
+    until_expiry: float | None = None,
+) -> float:
+    """Seconds to wait after the `failures`-th transient failure in a row.
+
+    Capped exponential backoff with full jitter (uniform in [0, cap), as in the AWS
+    architecture blog's "Exponential Backoff And Jitter"), floored at half the initial
+    delay so an unlucky run of small draws cannot hammer the IdP.
+
+    While a still-valid token is held (`until_expiry` seconds left), a delay that would
+    wake up after expiry is halved towards it instead: attempts get denser as expiry
+    nears — a bounded number of them, thanks to the floor — rather than sleeping
+    through the last chance. A server's Retry-After wins over both: it asked.
+    """
+    floor = initial / 2.0
+    cap = min(maximum, initial * 2.0 ** max(0, failures - 1))
+    delay = max(floor, cap * random())
+    if until_expiry is not None and until_expiry > 0 and delay >= until_expiry:
+        delay = max(floor, until_expiry / 2.0)
+    if retry_after is not None:
+        delay = max(delay, min(retry_after, RETRY_AFTER_CAP))
+    return delay
+
+
+def permanent_delay(interval: float, *, random: Random, retry_after: float | None = None) -> float:
+    """Seconds to wait after a permanent error (invalid_client, a dead refresh token).
+
+    Retried at all because a person may fix the registration or the secret without
+    restarting the pod; ±10 % so a fleet sharing one broken client does not retry in step.
+    """
+    delay = interval * (0.9 + 0.2 * random())
+    if retry_after is not None:
+        delay = max(delay, min(retry_after, RETRY_AFTER_CAP))
+    return delay
+
+
+def parse_retry_after(value: str | None, now: float) -> float | None:
+    """Seconds to wait from a Retry-After header (RFC 9110 section 10.2.3), or None.
+
+    Either delay-seconds or an HTTP-date; `now` is the wall clock, since a date is
+    wall-clock by nature. A date in the past means "now" (0).
+    """
+    if value is None:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:  # RFC 9110 dates are GMT; be lenient with sloppy servers
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, when.timestamp() - now)

@@ -1,0 +1,145 @@
+"""The sidecar's HTTP endpoints: /healthz, /readyz, /status and /metrics.
+
+Deliberately tiny: asyncio streams and just enough HTTP/1.1 to answer a kubelet probe
+or a Prometheus scrape — one GET, one response, connection closed. A web framework
+would double the sidecar's memory for four fixed routes. Requests are bounded in size
+and time so a stuck client cannot hold a connection (or memory) for long.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import Callable
+
+from .logs import get_logger
+from .metrics import CONTENT_TYPE
+from .refresher import Refresher
+
+__all__ = ["StatusServer", "parse_listen"]
+
+log = get_logger(__name__)
+
+_MAX_HEAD = 8192
+_READ_TIMEOUT = 5.0
+_REASONS = {
+    200: "OK",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    400: "Bad Request",
+    503: "Service Unavailable",
+}
+
+Response = tuple[int, str, bytes]
+
+
+def parse_listen(listen: str) -> tuple[str, int]:
+    """`host:port` (IPv6 as `[::]:8099`) to (host, port)."""
+    host, _, port = listen.rpartition(":")
+    return host.strip("[]") or "0.0.0.0", int(port)
+
+
+class StatusServer:
+    """Serves a `Refresher`'s health, status and metrics on LISTEN."""
+
+    def __init__(self, refresher: Refresher, host: str, port: int) -> None:
+        self._refresher = refresher
+        self._host = host
+        self._port = port
+        self._server: asyncio.Server | None = None
+        self._routes: dict[str, Callable[[], Response]] = {
+            "/healthz": self._healthz,
+            "/readyz": self._readyz,
+            "/status": self._status,
+            "/metrics": self._metrics,
+        }
+
+    @property
+    def port(self) -> int:
+        """The bound port (useful with port 0)."""
+        assert self._server is not None
+        assert self._server.sockets
+        return int(self._server.sockets[0].getsockname()[1])
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(
+            self._handle, self._host, self._port, limit=_MAX_HEAD
+        )
+
+    async def aclose(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+    async def __aenter__(self) -> StatusServer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    def _healthz(self) -> Response:
+        alive = self._refresher.alive
+        return (
+            (200 if alive else 503),
+            "text/plain",
+            b"ok\n" if alive else b"refresh loop stopped\n",
+        )
+
+    def _readyz(self) -> Response:
+        if self._refresher.ready:
+            return 200, "text/plain", b"ok\n"
+        return 503, "text/plain", f"no valid token ({self._refresher.state})\n".encode()
+
+    def _status(self) -> Response:
+        body = json.dumps(self._refresher.status(), indent=2).encode() + b"\n"
+        return 200, "application/json", body
+
+    def _metrics(self) -> Response:
+        return 200, CONTENT_TYPE, self._refresher.metrics.render()
+
+    def respond(self, method: str, target: str) -> Response:
+        """The response to one request line. Pure routing, tested without sockets."""
+        route = self._routes.get(target.split("?", 1)[0])
+        if route is None:
+            return 404, "text/plain", b"not found\n"
+        if method not in ("GET", "HEAD"):
+            return 405, "text/plain", b"only GET\n"
+        return route()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            async with asyncio.timeout(_READ_TIMEOUT):
+                head = await reader.readuntil(b"\r\n\r\n")
+            request_line = head.split(b"\r\n", 1)[0].decode("latin-1")
+            parts = request_line.split(" ")
+            if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
+                status, ctype, body = 400, "text/plain", b"bad request\n"
+                method = "GET"
+            else:
+                method, target = parts[0], parts[1]
+                status, ctype, body = self.respond(method, target)
+            payload = b"" if method == "HEAD" else body
+            writer.write(
+                f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}\r\n"
+                f"Content-Type: {ctype}\r\n"
+                f"Content-Length: {len(body)}\r\n"
+                "Cache-Control: no-store\r\n"
+                "Connection: close\r\n\r\n".encode("latin-1")
+                + payload
+            )
+            await writer.drain()
+        except (
+            TimeoutError,
+            asyncio.IncompleteReadError,
+            asyncio.LimitOverrunError,
+            ConnectionError,
+        ):
+            pass  # a probe that hung up or sent garbage; nothing to tell anyone
+        except Exception:
+            log.exception("the status endpoint failed")
+        finally:
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
