@@ -40,7 +40,7 @@ import pytest
 from joserfc import jwt
 from joserfc.jwk import RSAKey
 
-from tests.controlplane import free_port, stop_process
+from tests.controlplane import ControlPlane, free_port, stop_process
 from tests.controlplane import tools as locate_tools
 
 __all__ = [
@@ -55,6 +55,7 @@ __all__ = [
     "OidcProvider",
     "OidcProviderFactory",
     "kubernetes_connector",
+    "kubernetes_trust",
     "leftover_processes",
 ]
 
@@ -64,6 +65,7 @@ IDP_DIR = REPO / "hack" / "idp"
 ID_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:id_token"
 ACCESS_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:access_token"
 TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"
+JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 
 AuthMethod = Literal["client_secret_basic", "client_secret_post", "private_key_jwt", "none"]
 
@@ -91,9 +93,12 @@ class OAuthClient:
     client_secret: str | None = None
     grant_types: tuple[str, ...] = ("client_credentials",)
     private_jwk: Mapping[str, Any] | None = None  # the private RSA JWK for private_key_jwt
+    jwks: Mapping[str, Any] | None = None  # public keys, when someone else holds the key
 
     @property
     def public_jwks(self) -> dict[str, Any]:
+        if self.jwks is not None:
+            return dict(self.jwks)
         assert self.private_jwk is not None, f"client {self.client_id} has no key"
         return {"keys": [RSAKey.import_key(dict(self.private_jwk)).as_dict(private=False)]}
 
@@ -117,8 +122,12 @@ class OAuthClient:
         key = RSAKey.import_key(dict(self.private_jwk))
         return jwt.encode({"alg": "RS256", "kid": self.private_jwk["kid"]}, claims, key)
 
-    def token_request(self, token_url: str, **params: str) -> dict[str, Any]:
-        """Keyword arguments for `httpx2.post(token_url, **kwargs)` as this client."""
+    def token_request(
+        self, token_url: str, *, client_assertion: str | None = None, **params: str
+    ) -> dict[str, Any]:
+        """Keyword arguments for `httpx2.post(token_url, **kwargs)` as this client;
+        `client_assertion` replaces the self-signed one of private_key_jwt (say, by a
+        Kubernetes service-account token)."""
         data = dict(params)
         kwargs: dict[str, Any] = {"data": data}
         if self.auth_method == "client_secret_basic":
@@ -129,7 +138,7 @@ class OAuthClient:
             data.update(
                 client_id=self.client_id,
                 client_assertion_type="urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
-                client_assertion=self.assertion(token_url),
+                client_assertion=client_assertion or self.assertion(token_url),
             )
         else:
             data["client_id"] = self.client_id
@@ -150,8 +159,11 @@ class OAuthClient:
         return meta
 
 
-def _post_token(token_url: str, client: OAuthClient, **params: str) -> dict[str, Any]:
-    resp = httpx2.post(token_url, timeout=10, **client.token_request(token_url, **params))
+def _post_token(
+    token_url: str, client: OAuthClient, *, client_assertion: str | None = None, **params: str
+) -> dict[str, Any]:
+    kwargs = client.token_request(token_url, client_assertion=client_assertion, **params)
+    resp = httpx2.post(token_url, timeout=10, **kwargs)
     if resp.status_code != 200:
         raise AssertionError(
             f"token endpoint {token_url} answered {resp.status_code} to client "
@@ -253,7 +265,7 @@ def _http_ok(url: str) -> bool:
 # --- oidc-provider -------------------------------------------------------------------------
 
 OIDC_USER = ("alice", "alice-password")  # username, password for the password grant
-_OIDC_GRANTS = ("client_credentials", "password", "refresh_token")
+_OIDC_GRANTS = ("client_credentials", "password", "refresh_token", JWT_BEARER)
 
 
 def default_oidc_clients() -> list[OAuthClient]:
@@ -286,6 +298,7 @@ class OidcProvider:
     refresh_token_ttl: int
     access_token_format: Literal["jwt", "opaque"]
     rotate_refresh_token: bool
+    trusted_issuers: list[dict[str, Any]] = field(default_factory=list)
     resource: str = "urn:token-refresher:test-api"
     resource_scopes: str = "api:read api:write"
     port: int = 0
@@ -354,6 +367,7 @@ class OidcProvider:
             "rotateRefreshToken": self.rotate_refresh_token,
             "clients": [c.oidc_provider_metadata() for c in self.clients.values()],
             "users": [{"username": u, "password": p} for u, p in self.users.items()],
+            "trustedIssuers": self.trusted_issuers,
             "stateDir": str(self.state_dir),
         }
 
@@ -429,6 +443,26 @@ class OidcProvider:
         browser: what REFRESH_TOKEN_FILE bootstraps from."""
         return str(self.password_grant(client, **kwargs)["refresh_token"])
 
+    def jwt_bearer(
+        self, assertion: str, client: OAuthClient | None = None, *, scope: str = "api:read"
+    ) -> dict[str, Any]:
+        """The token response of the RFC 7523 jwt-bearer grant for `assertion`."""
+        return _post_token(
+            self.token_url,
+            client or self.basic,
+            grant_type=JWT_BEARER,
+            assertion=assertion,
+            scope=scope,
+        )
+
+
+def kubernetes_trust(cluster: ControlPlane) -> dict[str, Any]:
+    """The cluster's service-account issuer as an entry of `trusted_issuers`, so that
+    oidc-provider's jwt-bearer grant accepts its projected tokens (aud = the IdP's issuer
+    or token endpoint). The keys are copied now: start the IdP after the cluster."""
+    jwks = json.loads(cluster.kubectl("get", "--raw", "/openid/v1/jwks").stdout)
+    return {"issuer": cluster.sa_issuer, "jwks": jwks}
+
 
 class OidcProviderFactory:
     """Starts oidc-provider instances in directories under `base_dir`; close() stops them."""
@@ -447,6 +481,7 @@ class OidcProviderFactory:
         users: Mapping[str, str] | None = None,
         access_token_format: Literal["jwt", "opaque"] = "jwt",
         rotate_refresh_token: bool = True,
+        trusted_issuers: Sequence[Mapping[str, Any]] = (),
         port: int = 0,
         timeout: float = 20.0,
     ) -> OidcProvider:
@@ -461,6 +496,7 @@ class OidcProviderFactory:
             refresh_token_ttl=refresh_token_ttl,
             access_token_format=access_token_format,
             rotate_refresh_token=rotate_refresh_token,
+            trusted_issuers=[dict(t) for t in trusted_issuers],
             port=port,
             timeout=timeout,
         )

@@ -10,7 +10,8 @@ from __future__ import annotations
 import base64
 import json
 import os
-import time
+import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import httpx2
@@ -18,7 +19,9 @@ import pytest
 from joserfc import jwt
 from joserfc.jwk import KeySet
 
+from tests.controlplane import ControlPlane
 from tests.idp import (
+    JWT_BEARER,
     Dex,
     DexFactory,
     IdPHarnessError,
@@ -26,6 +29,7 @@ from tests.idp import (
     OidcProvider,
     OidcProviderFactory,
     kubernetes_connector,
+    kubernetes_trust,
 )
 
 pytestmark = pytest.mark.idp
@@ -40,6 +44,22 @@ def _claims(token: str) -> dict[str, Any]:
 def _verified_claims(token: str, jwks_url: str) -> dict[str, Any]:
     keys = KeySet.import_key_set(httpx2.get(jwks_url, timeout=10).json())
     return dict(jwt.decode(token, keys).claims)
+
+
+@pytest.fixture
+def service_account(cluster: ControlPlane) -> Iterator[tuple[str, str]]:
+    """(namespace, name) of a fresh ServiceAccount in the test cluster."""
+    ns = f"idp-{uuid.uuid4().hex[:8]}"
+    cluster.kubectl("create", "namespace", ns)
+    cluster.kubectl("-n", ns, "create", "serviceaccount", "app")
+    yield ns, "app"
+    cluster.kubectl("delete", "namespace", ns, "--wait=false", check=False)
+
+
+def _sa_token(cluster: ControlPlane, service_account: tuple[str, str], audience: str) -> str:
+    ns, name = service_account
+    out = cluster.kubectl("-n", ns, "create", "token", name, f"--audience={audience}").stdout
+    return out.strip()
 
 
 def _token(idp: OidcProvider | Dex, client: OAuthClient, **params: str) -> httpx2.Response:
@@ -242,21 +262,41 @@ def test_dex_has_no_client_credentials_grant(dex_factory: DexFactory) -> None:
 
 
 @pytest.mark.cluster
-@pytest.mark.slow
-def test_dex_exchanges_a_service_account_token(cluster: Any, dex_factory: DexFactory) -> None:
-    ns = f"idp-{time.monotonic_ns() % 10**8}"
-    cluster.kubectl("create", "namespace", ns)
-    try:
-        cluster.kubectl("-n", ns, "create", "serviceaccount", "app")
-        sa_token = cluster.kubectl("-n", ns, "create", "token", "app", "--audience=dex").stdout
-        dex = dex_factory(
-            extra_connectors=[kubernetes_connector(cluster.sa_issuer, cluster.ca_file)]
-        )
-        body = dex.token_exchange(sa_token.strip(), connector_id="kubernetes")
-    finally:
-        cluster.kubectl("delete", "namespace", ns, "--wait=false", check=False)
+def test_dex_exchanges_a_service_account_token(
+    cluster: ControlPlane, service_account: tuple[str, str], dex_factory: DexFactory
+) -> None:
+    connector = kubernetes_connector(cluster.sa_issuer, cluster.ca_file)
+    dex = dex_factory(extra_connectors=[connector])
+    subject = _sa_token(cluster, service_account, audience="dex")
+    body = dex.token_exchange(subject, connector_id="kubernetes")
     assert body["issued_token_type"] == "urn:ietf:params:oauth:token-type:access_token"
     assert "refresh_token" not in body
     claims = _verified_claims(body["access_token"], f"{dex.issuer}/keys")
     assert claims["iss"] == dex.issuer
     assert claims["aud"] == dex.basic.client_id
+
+
+# --- oidc-provider with the cluster's service-account issuer -------------------------------
+
+
+@pytest.mark.cluster
+def test_jwt_bearer_grant_accepts_a_service_account_token(
+    cluster: ControlPlane, service_account: tuple[str, str], oidc_provider: OidcProviderFactory
+) -> None:
+    idp = oidc_provider(trusted_issuers=[kubernetes_trust(cluster)])
+    body = idp.jwt_bearer(_sa_token(cluster, service_account, audience=idp.issuer))
+    assert "refresh_token" not in body
+    claims = _verified_claims(body["access_token"], idp.jwks_url)
+    assert claims["sub"] == "system:serviceaccount:{}:{}".format(*service_account)
+    assert claims["client_id"] == idp.basic.client_id
+
+
+@pytest.mark.cluster
+def test_jwt_bearer_grant_refuses_a_token_for_another_audience(
+    cluster: ControlPlane, service_account: tuple[str, str], oidc_provider: OidcProviderFactory
+) -> None:
+    idp = oidc_provider(trusted_issuers=[kubernetes_trust(cluster)])
+    assertion = _sa_token(cluster, service_account, audience="someone-else")
+    resp = _token(idp, idp.basic, grant_type=JWT_BEARER, assertion=assertion)
+    assert resp.status_code == 400
+    assert resp.json()["error"] == "invalid_grant"

@@ -29,15 +29,19 @@
 //   clients              oidc-provider client metadata (client_id, client_secret,
 //                        token_endpoint_auth_method, grant_types, jwks, ...)
 //   users                [{"username", "password"}] for the test-only password grant below
+//   trustedIssuers       [{"issuer", "jwks"}] whose JWTs the jwt-bearer grant accepts
 //   stateDir             directory for signing keys and tokens, so that a restart on the
 //                        same port keeps the issuer's keys and the issued refresh tokens
 //                        (an outage, not a new IdP). Without it both live in memory.
 //
-// oidc-provider deliberately has no resource owner password grant. To hand out refresh
-// tokens without a browser, this server registers one (RFC 6749 section 4.3, grant_type
-// "password") for clients that list it in grant_types. It issues the same Grant,
-// AccessToken and RefreshToken artifacts as the authorization code flow would, so the
-// refresh_token grant that follows is oidc-provider's own, unmodified.
+// Two grants are added here; everything else is oidc-provider's own, unmodified:
+// - "password" (RFC 6749 section 4.3), test-only: oidc-provider deliberately has none, and
+//   tests need refresh tokens without a browser. It issues the same Grant, AccessToken and
+//   RefreshToken artifacts as the authorization code flow would, so the refresh_token
+//   grant that follows (rotation, replay detection) is oidc-provider's.
+// - "urn:ietf:params:oauth:grant-type:jwt-bearer" (RFC 7523 section 2.1): a JWT of a
+//   trusted issuer (a Kubernetes service-account token) as the grant.
+// Clients use them by listing them in grant_types.
 
 import { randomBytes, generateKeyPairSync, timingSafeEqual } from 'node:crypto';
 import { mkdirSync, readFileSync, renameSync, writeFileSync, existsSync } from 'node:fs';
@@ -45,6 +49,7 @@ import { createServer } from 'node:http';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 
+import { createLocalJWKSet, decodeJwt, jwtVerify } from 'jose';
 import Provider, { errors } from 'oidc-provider';
 
 const DEFAULTS = {
@@ -64,6 +69,7 @@ const DEFAULTS = {
   rotateRefreshToken: true,
   clients: [],
   users: [],
+  trustedIssuers: [],
   stateDir: null,
 };
 
@@ -158,7 +164,7 @@ function storeAdapter(stateDir) {
   };
 }
 
-// --- the test-only password grant ----------------------------------------------------------
+// --- grants oidc-provider does not ship ----------------------------------------------------
 
 function safeEqual(a, b) {
   const x = Buffer.from(String(a));
@@ -166,10 +172,77 @@ function safeEqual(a, b) {
   return x.length === y.length && timingSafeEqual(x, y);
 }
 
+function accessTokenShape(config, resource) {
+  // RFC 9068 access tokens are JWTs whose audience is the resource server.
+  return config.accessTokenFormat === 'jwt'
+    ? { audience: resource, accessTokenFormat: 'jwt' }
+    : { accessTokenFormat: 'opaque' };
+}
+
+// Issue what the authorization code flow would have issued for `accountId`: a Grant, an
+// access token for the resource, and (with offline_access, if the client may refresh) a
+// refresh token that oidc-provider's own refresh_token grant then serves.
+async function issueForAccount(provider, config, resourceScopes, ctx, { accountId, gty, refresh }) {
+  const { client, params } = ctx.oidc;
+  const requested = new Set((params.scope || 'openid').split(' ').filter(Boolean));
+  const resource = params.resource || config.resource || undefined;
+  const apiScopes = resource ? resourceScopes(resource) : new Set();
+  const oidcScopes = [...requested].filter((s) => !apiScopes.has(s));
+  const grantedApiScopes = [...requested].filter((s) => apiScopes.has(s));
+
+  const grant = new provider.Grant({ accountId, clientId: client.clientId });
+  grant.addOIDCScope(oidcScopes.join(' '));
+  if (resource) grant.addResourceScope(resource, grantedApiScopes.join(' '));
+  const grantId = await grant.save();
+
+  const at = new provider.AccessToken({ accountId, client, grantId, gty, expiresWithSession: false });
+  if (resource) {
+    const info = { scope: [...apiScopes].join(' '), ...accessTokenShape(config, resource) };
+    at.resourceServer = new provider.ResourceServer(resource, info);
+    at.scope = grantedApiScopes.join(' ') || undefined;
+  } else {
+    at.scope = oidcScopes.join(' ');
+  }
+  ctx.oidc.entity('AccessToken', at);
+  const accessToken = await at.save();
+
+  let refreshToken;
+  if (refresh && requested.has('offline_access') && client.grantTypeAllowed('refresh_token')) {
+    const rt = new provider.RefreshToken({
+      accountId,
+      client,
+      grantId,
+      gty,
+      expiresWithSession: false,
+      resource,
+      rotations: 0,
+      scope: [...requested].join(' '),
+    });
+    ctx.oidc.entity('RefreshToken', rt);
+    refreshToken = await rt.save();
+  }
+
+  let idToken;
+  if (requested.has('openid')) {
+    const token = new provider.IdToken({ sub: accountId }, { ctx });
+    token.scope = 'openid';
+    idToken = await token.issue({ use: 'idtoken' });
+  }
+
+  ctx.body = {
+    access_token: accessToken,
+    expires_in: at.expiration,
+    token_type: 'Bearer',
+    scope: at.scope || undefined,
+    refresh_token: refreshToken,
+    id_token: idToken,
+  };
+}
+
+// RFC 6749 section 4.3, for tests only: a refresh token without a browser.
 function passwordGrant(provider, config, resourceScopes) {
   return async function passwordGrantHandler(ctx) {
-    const { client, params } = ctx.oidc;
-    const { username, password } = params;
+    const { username, password } = ctx.oidc.params;
     if (!username || !password) {
       throw new errors.InvalidRequest('username and password are required');
     }
@@ -177,73 +250,42 @@ function passwordGrant(provider, config, resourceScopes) {
     if (!user || !safeEqual(user.password, password)) {
       throw new errors.InvalidGrant('invalid username or password');
     }
-
-    const requested = new Set((params.scope || 'openid').split(' ').filter(Boolean));
-    const resource = params.resource || config.resource || undefined;
-    const apiScopes = resource ? resourceScopes(resource) : new Set();
-    const oidcScopes = [...requested].filter((s) => !apiScopes.has(s));
-    const grantedApiScopes = [...requested].filter((s) => apiScopes.has(s));
-
-    const grant = new provider.Grant({ accountId: user.username, clientId: client.clientId });
-    grant.addOIDCScope(oidcScopes.join(' '));
-    if (resource) grant.addResourceScope(resource, grantedApiScopes.join(' '));
-    const grantId = await grant.save();
-
-    const at = new provider.AccessToken({
-      accountId: user.username, client, grantId, gty: 'password', expiresWithSession: false,
+    await issueForAccount(provider, config, resourceScopes, ctx, {
+      accountId: username, gty: 'password', refresh: true,
     });
-    if (resource) {
-      at.resourceServer = new provider.ResourceServer(resource, await resourceServerInfo(resource));
-      at.scope = grantedApiScopes.join(' ') || undefined;
-    } else {
-      at.scope = oidcScopes.join(' ');
-    }
-    ctx.oidc.entity('AccessToken', at);
-    const accessToken = await at.save();
-
-    let refreshToken;
-    if (requested.has('offline_access') && client.grantTypeAllowed('refresh_token')) {
-      const rt = new provider.RefreshToken({
-        accountId: user.username,
-        client,
-        grantId,
-        gty: 'password',
-        expiresWithSession: false,
-        resource,
-        rotations: 0,
-        scope: [...requested].join(' '),
-      });
-      ctx.oidc.entity('RefreshToken', rt);
-      refreshToken = await rt.save();
-    }
-
-    let idToken;
-    if (requested.has('openid')) {
-      const token = new provider.IdToken({ sub: user.username }, { ctx });
-      token.scope = 'openid';
-      idToken = await token.issue({ use: 'idtoken' });
-    }
-
-    ctx.body = {
-      access_token: accessToken,
-      expires_in: at.expiration,
-      token_type: 'Bearer',
-      scope: at.scope || undefined,
-      refresh_token: refreshToken,
-      id_token: idToken,
-    };
   };
-
-  async function resourceServerInfo(resource) {
-    return { scope: [...resourceScopes(resource)].join(' '), ...accessTokenShape(config, resource) };
-  }
 }
 
-function accessTokenShape(config, resource) {
-  // RFC 9068 access tokens are JWTs whose audience is the resource server.
-  return config.accessTokenFormat === 'jwt'
-    ? { audience: resource, accessTokenFormat: 'jwt' }
-    : { accessTokenFormat: 'opaque' };
+// RFC 7523 section 2.1: a JWT from a trusted issuer (say, a Kubernetes service-account
+// token) as the authorization grant. Its `sub` becomes the access token's subject; its
+// `aud` must name this issuer or its token endpoint. No refresh token: the client presents
+// a fresh assertion instead.
+function jwtBearerGrant(provider, config, resourceScopes) {
+  const trusted = new Map(config.trustedIssuers.map((t) => [t.issuer, createLocalJWKSet(t.jwks)]));
+  return async function jwtBearerGrantHandler(ctx) {
+    const { assertion } = ctx.oidc.params;
+    if (!assertion) throw new errors.InvalidRequest('assertion is required');
+    let iss;
+    try {
+      ({ iss } = decodeJwt(assertion));
+    } catch {
+      throw new errors.InvalidGrant('assertion is not a JWT');
+    }
+    if (!trusted.has(iss)) throw new errors.InvalidGrant(`assertion issuer ${iss} is not trusted`);
+    let payload;
+    try {
+      ({ payload } = await jwtVerify(assertion, trusted.get(iss), {
+        issuer: iss,
+        audience: [provider.issuer, `${provider.issuer}/token`],
+        requiredClaims: ['sub', 'exp'],
+      }));
+    } catch (err) {
+      throw new errors.InvalidGrant(`assertion rejected: ${err.message}`);
+    }
+    await issueForAccount(provider, config, resourceScopes, ctx, {
+      accountId: payload.sub, gty: 'jwt-bearer', refresh: false,
+    });
+  };
 }
 
 // --- the server ----------------------------------------------------------------------------
@@ -298,8 +340,16 @@ async function main() {
     },
   });
 
-  const paramSet = new Set(['username', 'password', 'scope', 'resource']);
-  provider.registerGrantType('password', passwordGrant(provider, config, resourceScopes), paramSet);
+  provider.registerGrantType(
+    'password',
+    passwordGrant(provider, config, resourceScopes),
+    new Set(['username', 'password', 'scope', 'resource']),
+  );
+  provider.registerGrantType(
+    'urn:ietf:params:oauth:grant-type:jwt-bearer',
+    jwtBearerGrant(provider, config, resourceScopes),
+    new Set(['assertion', 'scope', 'resource']),
+  );
 
   // One line per failed token request, so a test failure shows why (never the token itself).
   for (const event of ['grant.error', 'server_error']) {
