@@ -1,0 +1,179 @@
+"""Fixtures for the sidecar's unit and fault tests: a clock we own, a scripted identity
+provider behind `httpx2.MockTransport`, and settings built from an explicit env.
+
+The fakes only inject faults and time; the happy path against real IdPs lives in the
+integration tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl
+
+import httpx2
+import pytest
+
+from token_refresher import Settings
+from token_refresher.redact import redactor
+
+TOKEN_URL = "https://idp.example/token"
+CLIENT_SECRET = "SECRET-CANARY-client-secret"
+
+
+class FakeClock:
+    """Monotonic and wall clocks that move only when told to (or when slept on)."""
+
+    def __init__(self, mono: float = 1000.0, wall: float = 1_800_000_000.0) -> None:
+        self.mono = mono
+        self.wall = wall
+        self.sleeps: list[float] = []
+
+    def monotonic(self) -> float:
+        return self.mono
+
+    def time(self) -> float:
+        return self.wall
+
+    async def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.advance(seconds)
+        await asyncio.sleep(0)
+
+    def advance(self, seconds: float) -> None:
+        self.mono += seconds
+        self.wall += seconds
+
+
+@dataclass
+class Seen:
+    """One request the fake IdP received."""
+
+    method: str
+    url: str
+    headers: httpx2.Headers
+    form: dict[str, str]
+    at: float  # monotonic time of the fake clock
+
+
+Reply = httpx2.Response | Exception | Callable[[httpx2.Request], httpx2.Response]
+
+
+@dataclass
+class FakeIdP:
+    """A token endpoint that answers from a script, then with fresh tokens."""
+
+    clock: FakeClock
+    script: deque[Reply] = field(default_factory=deque)
+    seen: list[Seen] = field(default_factory=list)
+    issued: int = 0
+    expires_in: float = 3600
+
+    def reply(self, *replies: Reply) -> None:
+        self.script.extend(replies)
+
+    def token(self, **fields: Any) -> httpx2.Response:
+        self.issued += 1
+        body: dict[str, Any] = {
+            "access_token": f"SECRET-CANARY-access-{self.issued}",
+            "token_type": "Bearer",
+            "expires_in": self.expires_in,
+        }
+        body.update(fields)
+        return httpx2.Response(200, json={k: v for k, v in body.items() if v is not None})
+
+    @staticmethod
+    def error(status: int, error: str, description: str | None = None, **headers: str
+              ) -> httpx2.Response:
+        body = {"error": error}
+        if description:
+            body["error_description"] = description
+        return httpx2.Response(status, json=body, headers=headers)
+
+    def handler(self, request: httpx2.Request) -> httpx2.Response:
+        form = dict(parse_qsl(request.content.decode())) if request.content else {}
+        self.seen.append(
+            Seen(request.method, str(request.url), request.headers, form, self.clock.mono)
+        )
+        reply = self.script.popleft() if self.script else self.token()
+        if isinstance(reply, Exception):
+            raise reply
+        if isinstance(reply, httpx2.Response):
+            return reply
+        return reply(request)
+
+    @property
+    def transport(self) -> httpx2.MockTransport:
+        return httpx2.MockTransport(self.handler)
+
+    @property
+    def posts(self) -> list[Seen]:
+        return [s for s in self.seen if s.method == "POST"]
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def idp(clock: FakeClock) -> FakeIdP:
+    return FakeIdP(clock)
+
+
+@pytest.fixture
+def secret_file(tmp_path: Path) -> Path:
+    path = tmp_path / "creds" / "client-secret"
+    path.parent.mkdir()
+    path.write_text(CLIENT_SECRET + "\n")
+    return path
+
+
+SettingsFactory = Callable[..., Settings]
+
+
+@pytest.fixture
+def make_settings(tmp_path: Path, secret_file: Path) -> SettingsFactory:
+    """Settings from defaults suited to tests plus `NAME=value` overrides (no prefix)."""
+
+    def make(**overrides: Any) -> Settings:
+        env = {
+            "TOKEN_URL": TOKEN_URL,
+            "CLIENT_ID": "billing",
+            "CLIENT_SECRET_FILE": str(secret_file),
+            "OUTPUT": str(tmp_path / "out" / "token"),
+            "LISTEN": "127.0.0.1:0",
+        }
+        env.update({k.upper(): str(v) for k, v in overrides.items() if v is not None})
+        for key in [k for k, v in overrides.items() if v is None]:
+            env.pop(key.upper(), None)
+        return Settings.from_env({f"TOKEN_REFRESHER_{k}": v for k, v in env.items()})
+
+    (tmp_path / "out").mkdir()
+    return make
+
+
+@pytest.fixture(autouse=True)
+def _fresh_redactor() -> Iterator[None]:
+    # The redactor is process-wide; a test must not pass because an earlier one
+    # happened to register its secret.
+    saved = list(redactor._secrets)
+    redactor._secrets.clear()
+    yield
+    redactor._secrets.clear()
+    redactor._secrets.extend(saved)
+
+
+def json_body(response_or_bytes: bytes) -> Any:
+    return json.loads(response_or_bytes)
+
+
+@pytest.fixture
+def half() -> Callable[[], float]:
+    """A 'random' that always draws the middle: no jitter, reproducible delays."""
+    return lambda: 0.5

@@ -1,0 +1,115 @@
+"""Refresh and retry timing: pure functions, no I/O, no real clock."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from token_refresher.schedule import (
+    LATEST_FRACTION,
+    RETRY_AFTER_CAP,
+    next_refresh,
+    parse_retry_after,
+    permanent_delay,
+    retry_delay,
+)
+
+
+def fixed(value: float):
+    return lambda: value
+
+
+def test_refresh_at_ratio_of_lifetime_without_jitter() -> None:
+    at = next_refresh(100.0, 3600, ratio=0.7, jitter=0.1, min_interval=5, random=fixed(0.5))
+    assert at == pytest.approx(100.0 + 2520)
+
+
+def test_jitter_spans_plus_minus_fraction_of_lifetime() -> None:
+    low = next_refresh(0.0, 1000, ratio=0.5, jitter=0.1, min_interval=0, random=fixed(0.0))
+    high = next_refresh(0.0, 1000, ratio=0.5, jitter=0.1, min_interval=0, random=fixed(0.999999))
+    assert low == pytest.approx(400)
+    assert high == pytest.approx(600, abs=0.01)
+
+
+@given(
+    lifetime=st.floats(min_value=0.001, max_value=400 * 86400),
+    ratio=st.floats(min_value=0.01, max_value=0.99),
+    jitter=st.floats(min_value=0.0, max_value=0.49),
+    min_interval=st.floats(min_value=0.0, max_value=60),
+    draw=st.floats(min_value=0.0, max_value=0.999999),
+)
+def test_refresh_is_before_expiry_unless_the_floor_forbids(
+    lifetime: float, ratio: float, jitter: float, min_interval: float, draw: float
+) -> None:
+    at = next_refresh(0.0, lifetime, ratio=ratio, jitter=jitter, min_interval=min_interval,
+                      random=fixed(draw))
+    assert at >= min_interval
+    assert at <= max(lifetime * LATEST_FRACTION, min_interval)
+    if min_interval < lifetime * LATEST_FRACTION:
+        assert at < lifetime
+
+
+def test_ratio_plus_jitter_beyond_one_still_refreshes_before_expiry() -> None:
+    at = next_refresh(0.0, 100, ratio=0.9, jitter=0.4, min_interval=0, random=fixed(0.99))
+    assert at == pytest.approx(95)
+
+
+def test_one_second_token_is_refreshed_no_sooner_than_the_floor() -> None:
+    at = next_refresh(50.0, 1, ratio=0.7, jitter=0.1, min_interval=5, random=fixed(0.5))
+    assert at == 55.0
+
+
+def test_backoff_grows_exponentially_and_is_capped() -> None:
+    caps = [
+        retry_delay(n, initial=1, maximum=60, random=fixed(0.999999)) for n in range(1, 10)
+    ]
+    assert caps == pytest.approx([1, 2, 4, 8, 16, 32, 60, 60, 60], abs=1e-4)
+
+
+def test_backoff_is_full_jitter_with_a_floor() -> None:
+    assert retry_delay(5, initial=1, maximum=60, random=fixed(0.25)) == pytest.approx(4)
+    # A draw near zero would hammer the IdP; the floor is half the initial delay.
+    assert retry_delay(5, initial=1, maximum=60, random=fixed(0.0)) == 0.5
+
+
+def test_retry_after_is_honoured_over_backoff() -> None:
+    assert retry_delay(1, initial=1, maximum=60, random=fixed(0.5), retry_after=30) == 30
+
+
+def test_absurd_retry_after_is_capped() -> None:
+    delay = retry_delay(1, initial=1, maximum=60, random=fixed(0.5), retry_after=10**9)
+    assert delay == RETRY_AFTER_CAP
+
+
+def test_retry_that_would_sleep_past_expiry_moves_before_it() -> None:
+    delay = retry_delay(9, initial=1, maximum=60, random=fixed(0.999), until_expiry=20)
+    assert delay == 10  # halfway to expiry: another chance before the token dies
+
+
+def test_retries_near_expiry_never_drop_below_the_floor() -> None:
+    delay = retry_delay(9, initial=2, maximum=60, random=fixed(0.999), until_expiry=0.3)
+    assert delay == 1.0
+
+
+def test_permanent_errors_retry_slowly_with_ten_percent_spread() -> None:
+    assert permanent_delay(300, random=fixed(0.0)) == pytest.approx(270)
+    assert permanent_delay(300, random=fixed(0.999999)) == pytest.approx(330, abs=0.01)
+    assert permanent_delay(300, random=fixed(0.5), retry_after=900) == 900
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        ("120", 120.0),
+        (" 7 ", 7.0),
+        ("Wed, 21 Oct 2015 07:28:30 GMT", 30.0),  # now is 07:28:00
+        ("Wed, 21 Oct 2015 07:00:00 GMT", 0.0),  # in the past: now
+        ("soon", None),
+        ("-5", None),
+        (None, None),
+    ],
+)
+def test_retry_after_header_forms(header: str | None, expected: float | None) -> None:
+    now = 1445412480.0  # 2015-10-21T07:28:00Z
+    assert parse_retry_after(header, now) == expected
