@@ -88,8 +88,9 @@ class FakeIdP:
         return httpx2.Response(200, json={k: v for k, v in body.items() if v is not None})
 
     @staticmethod
-    def error(status: int, error: str, description: str | None = None, **headers: str
-              ) -> httpx2.Response:
+    def error(
+        status: int, error: str, description: str | None = None, **headers: str
+    ) -> httpx2.Response:
         body = {"error": error}
         if description:
             body["error_description"] = description
@@ -169,11 +170,22 @@ def _fresh_redactor() -> Iterator[None]:
     redactor._secrets.extend(saved)
 
 
-def json_body(response_or_bytes: bytes) -> Any:
-    return json.loads(response_or_bytes)
-
-
 @pytest.fixture
 def half() -> Callable[[], float]:
     """A 'random' that always draws the middle: no jitter, reproducible delays."""
     return lambda: 0.5
+
+
+async def drive(refresher: Any, until: Callable[[], bool], *, limit: int = 20000) -> None:
+    """Run the refresher's loop on the fake clock until `until()` holds, then stop it."""
+    task = asyncio.create_task(refresher.run())
+    try:
+        for _ in range(limit):
+            if until() or task.done():
+                break
+            await asyncio.sleep(0)
+        else:
+            raise AssertionError("the condition never held")
+    finally:
+        refresher.stop()
+        await task

@@ -42,8 +42,9 @@ def test_jitter_spans_plus_minus_fraction_of_lifetime() -> None:
 def test_refresh_is_before_expiry_unless_the_floor_forbids(
     lifetime: float, ratio: float, jitter: float, min_interval: float, draw: float
 ) -> None:
-    at = next_refresh(0.0, lifetime, ratio=ratio, jitter=jitter, min_interval=min_interval,
-                      random=fixed(draw))
+    at = next_refresh(
+        0.0, lifetime, ratio=ratio, jitter=jitter, min_interval=min_interval, random=fixed(draw)
+    )
     assert at >= min_interval
     assert at <= max(lifetime * LATEST_FRACTION, min_interval)
     if min_interval < lifetime * LATEST_FRACTION:
@@ -61,9 +62,7 @@ def test_one_second_token_is_refreshed_no_sooner_than_the_floor() -> None:
 
 
 def test_backoff_grows_exponentially_and_is_capped() -> None:
-    caps = [
-        retry_delay(n, initial=1, maximum=60, random=fixed(0.999999)) for n in range(1, 10)
-    ]
+    caps = [retry_delay(n, initial=1, maximum=60, random=fixed(0.999999)) for n in range(1, 10)]
     assert caps == pytest.approx([1, 2, 4, 8, 16, 32, 60, 60, 60], abs=1e-4)
 
 

@@ -16,28 +16,48 @@ URL = "https://idp.example/token"
 NOW = 1_800_000_000.0
 
 
-def parse(status: int, body: bytes | str | dict, *, exchange: bool = False,
-          headers: dict[str, str] | None = None):
+def parse(
+    status: int,
+    body: bytes | str | dict,
+    *,
+    exchange: bool = False,
+    headers: dict[str, str] | None = None,
+):
     if isinstance(body, dict):
         body = json.dumps(body)
     if isinstance(body, str):
         body = body.encode()
     return parse_token_response(
-        status, headers or {"content-type": "application/json"}, body,
-        endpoint=URL, client_id="billing", token_exchange=exchange,
-        received_mono=10.0, received_wall=NOW, default_lifetime=300.0,
+        status,
+        headers or {"content-type": "application/json"},
+        body,
+        endpoint=URL,
+        client_id="billing",
+        token_exchange=exchange,
+        received_mono=10.0,
+        received_wall=NOW,
+        default_lifetime=300.0,
     )
 
 
 def jwt(claims: dict) -> str:
     def part(d: dict) -> str:
         return base64.urlsafe_b64encode(json.dumps(d).encode()).rstrip(b"=").decode()
+
     return f"{part({'alg': 'RS256'})}.{part(claims)}.c2ln"
 
 
 def test_expires_in_is_measured_from_receipt_on_both_clocks() -> None:
-    token = parse(200, {"access_token": "abc", "token_type": "Bearer", "expires_in": 60,
-                        "scope": "read", "refresh_token": "r1"})
+    token = parse(
+        200,
+        {
+            "access_token": "abc",
+            "token_type": "Bearer",
+            "expires_in": 60,
+            "scope": "read",
+            "refresh_token": "r1",
+        },
+    )
     assert (token.lifetime, token.lifetime_source) == (60, "expires_in")
     assert token.expires_mono == 70.0
     assert token.expires_wall == NOW + 60
@@ -64,8 +84,12 @@ def test_default_lifetime_when_neither_expires_in_nor_jwt_exp() -> None:
 
 
 def test_token_exchange_accepts_n_a_token_type() -> None:
-    body = {"access_token": "a", "token_type": "N_A", "expires_in": 60,
-            "issued_token_type": "urn:ietf:params:oauth:token-type:jwt"}
+    body = {
+        "access_token": "a",
+        "token_type": "N_A",
+        "expires_in": 60,
+        "issued_token_type": "urn:ietf:params:oauth:token-type:jwt",
+    }
     assert parse(200, body, exchange=True).issued_token_type.endswith(":jwt")
     with pytest.raises(TokenEndpointError, match="type 'N_A'"):
         parse(200, body)
@@ -75,57 +99,210 @@ HTML_502 = "<html><head><title>502 Bad Gateway</title></head><body>nginx</body><
 
 MALFORMED = [
     # (case, status, body, content type, error code, permanent, words in the message)
-    ("invalid JSON", 200, "{not json", "application/json", "invalid_response", False,
-     "not a JSON object"),
+    (
+        "invalid JSON",
+        200,
+        "{not json",
+        "application/json",
+        "invalid_response",
+        False,
+        "not a JSON object",
+    ),
     ("JSON array", 200, "[1, 2]", "application/json", "invalid_response", False, "JSON object"),
     ("empty body", 200, "", "application/json", "invalid_response", False, "JSON object"),
-    ("missing access_token", 200, {"token_type": "Bearer", "expires_in": 60}, None,
-     "invalid_response", False, "without an access_token"),
-    ("empty access_token", 200, {"access_token": "", "expires_in": 60}, None,
-     "invalid_response", False, "without an access_token"),
-    ("numeric access_token", 200, {"access_token": 42}, None, "invalid_response", False,
-     "without an access_token"),
-    ("access_token with newline", 200, {"access_token": "a\nb"}, None, "invalid_response",
-     False, "whitespace"),
-    ("expires_in negative", 200, {"access_token": "a", "expires_in": -5}, None,
-     "invalid_response", False, "positive"),
-    ("expires_in zero", 200, {"access_token": "a", "expires_in": 0}, None, "invalid_response",
-     False, "positive"),
-    ("expires_in huge", 200, {"access_token": "a", "expires_in": 10**12}, None,
-     "invalid_response", False, "longer than"),
-    ("expires_in string", 200, {"access_token": "a", "expires_in": "soon"}, None,
-     "invalid_response", False, "not a number"),
-    ("expires_in boolean", 200, {"access_token": "a", "expires_in": True}, None,
-     "invalid_response", False, "boolean"),
-    ("expires_in NaN", 200, '{"access_token": "a", "expires_in": NaN}', "application/json",
-     "invalid_response", False, "JSON object"),
-    ("expires_in object", 200, {"access_token": "a", "expires_in": {"s": 1}}, None,
-     "invalid_response", False, "dict"),
-    ("JWT already expired", 200, {"access_token": jwt({"exp": NOW - 100})}, None,
-     "invalid_response", False, "in the past"),
-    ("token_type mac", 200, {"access_token": "a", "token_type": "mac"}, None,
-     "unsupported_token_type", False, "type 'mac'"),
-    ("token_type DPoP", 200, {"access_token": "a", "token_type": "DPoP"}, None,
-     "unsupported_token_type", False, "Bearer"),
+    (
+        "missing access_token",
+        200,
+        {"token_type": "Bearer", "expires_in": 60},
+        None,
+        "invalid_response",
+        False,
+        "without an access_token",
+    ),
+    (
+        "empty access_token",
+        200,
+        {"access_token": "", "expires_in": 60},
+        None,
+        "invalid_response",
+        False,
+        "without an access_token",
+    ),
+    (
+        "numeric access_token",
+        200,
+        {"access_token": 42},
+        None,
+        "invalid_response",
+        False,
+        "without an access_token",
+    ),
+    (
+        "access_token with newline",
+        200,
+        {"access_token": "a\nb"},
+        None,
+        "invalid_response",
+        False,
+        "whitespace",
+    ),
+    (
+        "expires_in negative",
+        200,
+        {"access_token": "a", "expires_in": -5},
+        None,
+        "invalid_response",
+        False,
+        "positive",
+    ),
+    (
+        "expires_in zero",
+        200,
+        {"access_token": "a", "expires_in": 0},
+        None,
+        "invalid_response",
+        False,
+        "positive",
+    ),
+    (
+        "expires_in huge",
+        200,
+        {"access_token": "a", "expires_in": 10**12},
+        None,
+        "invalid_response",
+        False,
+        "longer than",
+    ),
+    (
+        "expires_in string",
+        200,
+        {"access_token": "a", "expires_in": "soon"},
+        None,
+        "invalid_response",
+        False,
+        "not a number",
+    ),
+    (
+        "expires_in boolean",
+        200,
+        {"access_token": "a", "expires_in": True},
+        None,
+        "invalid_response",
+        False,
+        "boolean",
+    ),
+    (
+        "expires_in NaN",
+        200,
+        '{"access_token": "a", "expires_in": NaN}',
+        "application/json",
+        "invalid_response",
+        False,
+        "JSON object",
+    ),
+    (
+        "expires_in object",
+        200,
+        {"access_token": "a", "expires_in": {"s": 1}},
+        None,
+        "invalid_response",
+        False,
+        "dict",
+    ),
+    (
+        "JWT already expired",
+        200,
+        {"access_token": jwt({"exp": NOW - 100})},
+        None,
+        "invalid_response",
+        False,
+        "in the past",
+    ),
+    (
+        "token_type mac",
+        200,
+        {"access_token": "a", "token_type": "mac"},
+        None,
+        "unsupported_token_type",
+        False,
+        "type 'mac'",
+    ),
+    (
+        "token_type DPoP",
+        200,
+        {"access_token": "a", "token_type": "DPoP"},
+        None,
+        "unsupported_token_type",
+        False,
+        "Bearer",
+    ),
     ("HTML 502 page", 502, HTML_502, "text/html", "http_502", False, "HTTP 502 (text/html)"),
     ("HTML 200 page", 200, HTML_502, "text/html", "invalid_response", False, "text/html"),
     ("503 empty", 503, "", "", "http_503", False, "HTTP 503"),
     ("400 JSON without error", 400, {"message": "no"}, None, "http_400", False, "HTTP 400"),
-    ("invalid_client", 401, {"error": "invalid_client",
-                             "error_description": "Client authentication failed"}, None,
-     "invalid_client", True, "rejected client 'billing': invalid_client (Client auth"),
-    ("invalid_grant", 400, {"error": "invalid_grant"}, None, "invalid_grant", True,
-     "invalid_grant"),
-    ("unauthorized_client", 400, {"error": "unauthorized_client"}, None,
-     "unauthorized_client", True, "unauthorized_client"),
-    ("unsupported_grant_type", 400, {"error": "unsupported_grant_type"}, None,
-     "unsupported_grant_type", True, "unsupported_grant_type"),
-    ("invalid_scope is transient", 400, {"error": "invalid_scope"}, None, "invalid_scope",
-     False, "invalid_scope"),
-    ("temporarily_unavailable", 503, {"error": "temporarily_unavailable"}, None,
-     "temporarily_unavailable", False, "temporarily_unavailable"),
-    ("error in a 200", 200, {"error": "invalid_client"}, None, "invalid_client", True,
-     "invalid_client"),
+    (
+        "invalid_client",
+        401,
+        {"error": "invalid_client", "error_description": "Client authentication failed"},
+        None,
+        "invalid_client",
+        True,
+        "rejected client 'billing': invalid_client (Client auth",
+    ),
+    (
+        "invalid_grant",
+        400,
+        {"error": "invalid_grant"},
+        None,
+        "invalid_grant",
+        True,
+        "invalid_grant",
+    ),
+    (
+        "unauthorized_client",
+        400,
+        {"error": "unauthorized_client"},
+        None,
+        "unauthorized_client",
+        True,
+        "unauthorized_client",
+    ),
+    (
+        "unsupported_grant_type",
+        400,
+        {"error": "unsupported_grant_type"},
+        None,
+        "unsupported_grant_type",
+        True,
+        "unsupported_grant_type",
+    ),
+    (
+        "invalid_scope is transient",
+        400,
+        {"error": "invalid_scope"},
+        None,
+        "invalid_scope",
+        False,
+        "invalid_scope",
+    ),
+    (
+        "temporarily_unavailable",
+        503,
+        {"error": "temporarily_unavailable"},
+        None,
+        "temporarily_unavailable",
+        False,
+        "temporarily_unavailable",
+    ),
+    (
+        "error in a 200",
+        200,
+        {"error": "invalid_client"},
+        None,
+        "invalid_client",
+        True,
+        "invalid_client",
+    ),
 ]
 
 
@@ -181,8 +358,9 @@ async def test_ten_megabyte_body_is_refused_without_buffering_it(clock, make_set
 
 async def test_declared_oversized_body_is_refused_before_reading(clock, make_settings) -> None:
     transport = httpx2.MockTransport(
-        lambda request: httpx2.Response(200, headers={"content-length": str(10 * 2**20)},
-                                        content=b"")
+        lambda request: httpx2.Response(
+            200, headers={"content-length": str(10 * 2**20)}, content=b""
+        )
     )
     async with httpx2.AsyncClient(transport=transport) as client:
         with pytest.raises(TokenEndpointError, match="more than 1048576 bytes"):

@@ -18,9 +18,15 @@ NOW = 1_800_000_000.0
 
 
 def token(value: str = "tok-1", lifetime: float = 3600) -> Token:
-    return Token(access_token=value, token_type="Bearer", lifetime=lifetime,
-                 lifetime_source="expires_in", received_mono=5.0, received_wall=NOW,
-                 scope="read write")
+    return Token(
+        access_token=value,
+        token_type="Bearer",
+        lifetime=lifetime,
+        lifetime_source="expires_in",
+        received_mono=5.0,
+        received_wall=NOW,
+        scope="read write",
+    )
 
 
 def mode(path: Path) -> int:
@@ -69,8 +75,9 @@ def test_replaces_a_file_someone_else_put_there(tmp_path: Path) -> None:
     assert (path.read_text(), mode(path)) == ("tok-1", 0o444)
 
 
-def test_full_disk_leaves_the_previous_token_intact(tmp_path: Path,
-                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+def test_full_disk_leaves_the_previous_token_intact(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     path = tmp_path / "token"
     writer = TokenWriter(path, "raw", 0o444)
     writer.write(token("old-token"), now=NOW)
@@ -93,8 +100,7 @@ def test_full_disk_leaves_the_previous_token_intact(tmp_path: Path,
     assert leftovers(tmp_path) == []
 
 
-def test_read_only_volume_is_a_clear_error(tmp_path: Path,
-                                          monkeypatch: pytest.MonkeyPatch) -> None:
+def test_read_only_volume_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     real_open = os.open
 
     def read_only(path, flags, *args, **kwargs):
