@@ -12,11 +12,12 @@ from __future__ import annotations
 from typing import Literal
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
 
 __all__ = ["CONTENT_TYPE", "Metrics", "Outcome"]
 
-CONTENT_TYPE = CONTENT_TYPE_LATEST
+# The classic text format: what generate_latest writes, and what every scraper reads.
+CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
 
 Outcome = Literal["success", "transient_error", "permanent_error"]
 

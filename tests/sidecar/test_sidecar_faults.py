@@ -7,6 +7,7 @@ in milliseconds and every delay can be checked exactly (`half` pins the jitter).
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import logging
 from pathlib import Path
@@ -25,8 +26,7 @@ def refresher(settings, idp: FakeIdP, clock: FakeClock, half) -> Refresher:
 
 
 def gaps(idp: FakeIdP) -> list[float]:
-    times = [seen.at for seen in idp.posts]
-    return [round(b - a, 6) for a, b in zip(times, times[1:], strict=False)]
+    return [round(b.at - a.at, 6) for a, b in itertools.pairwise(idp.posts)]
 
 
 def samples(r: Refresher, name: str) -> dict[str, float]:
@@ -52,7 +52,7 @@ async def test_server_errors_are_retried_with_backoff_until_success(
             "permanent_error": 0.0,
         }
     assert gaps(idp) == [0.5, 1.0]  # full jitter drawn at the middle: 1/2 of 1 s, 2 s
-    assert Path(r.settings.output).read_text() == "SECRET-CANARY-access-1"
+    assert r.settings.output.read_text() == "SECRET-CANARY-access-1"
 
 
 async def test_429_retry_after_is_honoured(make_settings, idp, clock, half) -> None:

@@ -1,0 +1,194 @@
+"""What goes over the wire for each grant and each client authentication method."""
+
+from __future__ import annotations
+
+import base64
+import os
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from joserfc import jwt
+from joserfc.jwk import ECKey, RSAKey
+
+from conftest import CLIENT_SECRET, TOKEN_URL, FakeIdP
+from token_refresher import Refresher
+
+SA_TOKEN = "SECRET-CANARY-sa-token-eyJhbGciOi"
+
+
+@pytest.fixture
+def sa_token_file(tmp_path: Path) -> Path:
+    path = tmp_path / "sa" / "token"
+    path.parent.mkdir()
+    path.write_text(SA_TOKEN)
+    return path
+
+
+async def one_request(settings, idp: FakeIdP, clock, half):
+    async with Refresher(settings, transport=idp.transport, clock=clock, random=half) as r:
+        assert await r.refresh(), r.status()["last_error"]
+    return idp.posts[-1]
+
+
+async def test_client_credentials_with_client_secret_basic(make_settings, idp, clock, half) -> None:
+    settings = make_settings(
+        scope="read write", audience="api://billing", resource="https://api.example"
+    )
+    seen = await one_request(settings, idp, clock, half)
+    expected = base64.b64encode(f"billing:{CLIENT_SECRET}".encode()).decode()
+    assert seen.headers["authorization"] == f"Basic {expected}"
+    assert seen.form == {
+        "grant_type": "client_credentials",
+        "scope": "read write",
+        "audience": "api://billing",
+        "resource": "https://api.example",
+    }
+    assert seen.headers["accept"] == "application/json"
+
+
+async def test_client_secret_post_sends_the_secret_in_the_form(
+    make_settings, idp, clock, half
+) -> None:
+    seen = await one_request(make_settings(client_auth="client_secret_post"), idp, clock, half)
+    assert "authorization" not in seen.headers
+    assert seen.form["client_id"] == "billing"
+    assert seen.form["client_secret"] == CLIENT_SECRET
+
+
+async def test_client_secret_is_reread_when_its_file_changes(
+    make_settings, idp, clock, half, secret_file: Path
+) -> None:
+    async with Refresher(
+        make_settings(client_auth="client_secret_post"),
+        transport=idp.transport,
+        clock=clock,
+        random=half,
+    ) as r:
+        assert await r.refresh()
+        secret_file.write_text("SECRET-CANARY-rotated")
+        st = secret_file.stat()
+        os.utime(secret_file, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+        assert await r.refresh()
+    assert [s.form["client_secret"] for s in idp.posts] == [CLIENT_SECRET, "SECRET-CANARY-rotated"]
+
+
+def pem(key) -> str:
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ).decode()
+
+
+@pytest.mark.parametrize("alg", ["RS256", "ES256"])
+async def test_private_key_jwt_signs_an_assertion_for_the_token_endpoint(
+    make_settings, idp, clock, half, tmp_path: Path, alg: str
+) -> None:
+    if alg == "RS256":
+        private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        public = RSAKey.import_key(pem(private))
+    else:
+        private = ec.generate_private_key(ec.SECP256R1())
+        public = ECKey.import_key(pem(private))
+    key_file = tmp_path / "key.pem"
+    key_file.write_text(pem(private))
+    settings = make_settings(
+        client_secret_file=None, private_key_file=key_file, private_key_alg=alg
+    )
+    seen = await one_request(settings, idp, clock, half)
+    assert seen.form["client_assertion_type"] == (
+        "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+    )
+    claims = jwt.decode(seen.form["client_assertion"], public, algorithms=[alg]).claims
+    assert (claims["iss"], claims["sub"], claims["aud"]) == ("billing", "billing", TOKEN_URL)
+    assert claims["jti"]
+    assert "authorization" not in seen.headers
+
+
+async def test_service_account_client_auth_sends_the_projected_token(
+    make_settings, idp, clock, half, sa_token_file: Path
+) -> None:
+    settings = make_settings(
+        client_secret_file=None,
+        client_auth="service_account",
+        service_account_token_file=sa_token_file,
+    )
+    async with Refresher(settings, transport=idp.transport, clock=clock, random=half) as r:
+        assert await r.refresh()
+        sa_token_file.write_text("SECRET-CANARY-sa-token-rotated")  # kubelet rotated it
+        assert await r.refresh()
+    first, second = idp.posts
+    assert first.form == {
+        "grant_type": "client_credentials",
+        "client_id": "billing",
+        "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+        "client_assertion": SA_TOKEN,
+    }
+    assert second.form["client_assertion"] == "SECRET-CANARY-sa-token-rotated"
+
+
+async def test_public_client_sends_only_its_id(make_settings, idp, clock, half) -> None:
+    settings = make_settings(client_secret_file=None, client_auth="none")
+    seen = await one_request(settings, idp, clock, half)
+    assert seen.form == {"grant_type": "client_credentials", "client_id": "billing"}
+    assert "authorization" not in seen.headers
+
+
+async def test_token_exchange_sends_the_service_account_token_as_subject(
+    make_settings, idp, clock, half, sa_token_file: Path
+) -> None:
+    settings = make_settings(
+        grant="token_exchange",
+        client_secret_file=None,
+        client_auth="none",
+        client_id=None,
+        service_account_token_file=sa_token_file,
+        audience="api://billing",
+        requested_token_type="urn:ietf:params:oauth:token-type:access_token",
+        scope="read",
+    )
+    idp.reply(
+        idp.token(
+            token_type="N_A", issued_token_type="urn:ietf:params:oauth:token-type:access_token"
+        )
+    )
+    seen = await one_request(settings, idp, clock, half)
+    assert seen.form == {
+        "grant_type": "urn:ietf:params:oauth:grant-type:token-exchange",
+        "subject_token": SA_TOKEN,
+        "subject_token_type": "urn:ietf:params:oauth:token-type:jwt",
+        "requested_token_type": "urn:ietf:params:oauth:token-type:access_token",
+        "audience": "api://billing",
+        "scope": "read",
+    }
+    assert "authorization" not in seen.headers
+
+
+async def test_jwt_bearer_sends_the_service_account_token_as_assertion(
+    make_settings, idp, clock, half, sa_token_file: Path
+) -> None:
+    settings = make_settings(grant="jwt_bearer", service_account_token_file=sa_token_file)
+    seen = await one_request(settings, idp, clock, half)
+    assert seen.form == {
+        "grant_type": "urn:ietf:params:oauth:grant-type:jwt-bearer",
+        "assertion": SA_TOKEN,
+    }
+    assert seen.headers["authorization"].startswith("Basic ")
+
+
+async def test_an_unreadable_service_account_token_is_a_transient_failure(
+    make_settings, idp, clock, half, sa_token_file: Path
+) -> None:
+    settings = make_settings(grant="jwt_bearer", service_account_token_file=sa_token_file)
+    async with Refresher(settings, transport=idp.transport, clock=clock, random=half) as r:
+        sa_token_file.unlink()
+        assert not await r.refresh()
+        last = r.status()["last_error"]
+        assert last["error"] == "credential_unreadable"
+        assert last["permanent"] is False
+        assert str(sa_token_file) in last["message"]
+        sa_token_file.write_text(SA_TOKEN)
+        assert await r.refresh()
+    assert len(idp.posts) == 1
