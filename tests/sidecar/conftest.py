@@ -8,6 +8,7 @@ integration tests.
 from __future__ import annotations
 
 import asyncio
+import os
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -188,3 +189,17 @@ async def drive(refresher: Any, until: Callable[[], bool], *, limit: int = 20000
     finally:
         refresher.stop()
         await task
+
+
+def rotate(path: Path, content: str | None) -> None:
+    """Replace a credential file's content (None: delete it), as kubelet or a person would.
+
+    The mtime moves a second forward, so change detection cannot miss it on filesystems
+    with coarse timestamps.
+    """
+    if content is None:
+        path.unlink()
+        return
+    path.write_text(content)
+    st = path.stat()
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))

@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx2
 import pytest
 
-from conftest import FakeClock, FakeIdP, drive
+from conftest import FakeClock, FakeIdP, drive, rotate
 from token_refresher import Refresher
 
 HTML_503 = httpx2.Response(503, html="<html><body>Service Unavailable</body></html>")
@@ -157,7 +157,7 @@ async def test_invalid_grant_without_fallback_is_permanent_until_a_new_token_arr
         assert len(idp.posts) == 1
         assert r.status()["last_error"]["error"] == "invalid_grant"
         assert "put a new one in" in r.status()["last_error"]["message"]
-        bootstrap.write_text("RT-fresh")
+        rotate(bootstrap, "RT-fresh")
         assert await r.refresh()
     assert idp.posts[-1].form["refresh_token"] == "RT-fresh"
 

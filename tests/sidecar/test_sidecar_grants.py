@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import os
 from pathlib import Path
 
 import pytest
@@ -12,7 +11,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from joserfc import jwt
 from joserfc.jwk import ECKey, RSAKey
 
-from conftest import CLIENT_SECRET, TOKEN_URL, FakeIdP
+from conftest import CLIENT_SECRET, TOKEN_URL, FakeIdP, rotate
 from token_refresher import Refresher
 
 SA_TOKEN = "SECRET-CANARY-sa-token-eyJhbGciOi"
@@ -67,9 +66,7 @@ async def test_client_secret_is_reread_when_its_file_changes(
         random=half,
     ) as r:
         assert await r.refresh()
-        secret_file.write_text("SECRET-CANARY-rotated")
-        st = secret_file.stat()
-        os.utime(secret_file, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+        rotate(secret_file, "SECRET-CANARY-rotated")
         assert await r.refresh()
     assert [s.form["client_secret"] for s in idp.posts] == [CLIENT_SECRET, "SECRET-CANARY-rotated"]
 
@@ -117,7 +114,7 @@ async def test_service_account_client_auth_sends_the_projected_token(
     )
     async with Refresher(settings, transport=idp.transport, clock=clock, random=half) as r:
         assert await r.refresh()
-        sa_token_file.write_text("SECRET-CANARY-sa-token-rotated")  # kubelet rotated it
+        rotate(sa_token_file, "SECRET-CANARY-sa-token-rotated")  # kubelet rotated it
         assert await r.refresh()
     first, second = idp.posts
     assert first.form == {
@@ -183,12 +180,12 @@ async def test_an_unreadable_service_account_token_is_a_transient_failure(
 ) -> None:
     settings = make_settings(grant="jwt_bearer", service_account_token_file=sa_token_file)
     async with Refresher(settings, transport=idp.transport, clock=clock, random=half) as r:
-        sa_token_file.unlink()
+        rotate(sa_token_file, None)
         assert not await r.refresh()
         last = r.status()["last_error"]
         assert last["error"] == "credential_unreadable"
         assert last["permanent"] is False
         assert str(sa_token_file) in last["message"]
-        sa_token_file.write_text(SA_TOKEN)
+        rotate(sa_token_file, SA_TOKEN)
         assert await r.refresh()
     assert len(idp.posts) == 1

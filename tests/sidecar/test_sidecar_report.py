@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx2
 import pytest
 
-from conftest import FakeClock, FakeIdP
+from conftest import FakeClock, FakeIdP, rotate
 from token_refresher import Refresher, Reporter
 from token_refresher.report import ReportPolicy
 
@@ -145,7 +145,7 @@ async def test_the_report_token_is_reread_for_every_report(
     reporter.failure("timeout", None, 1, SINCE)
     await operator.got.wait()
     operator.got.clear()
-    report_token.write_text("SECRET-CANARY-report-token-2")
+    rotate(report_token, "SECRET-CANARY-report-token-2")
     reporter.success()
     await operator.got.wait()
     task.cancel()

@@ -16,14 +16,11 @@ from token_refresher import Refresher, StatusServer
 async def served(
     make_settings, idp: FakeIdP, clock, half
 ) -> AsyncIterator[tuple[Refresher, httpx2.AsyncClient]]:
-    async with Refresher(
-        make_settings(), transport=idp.transport, clock=clock, random=half
-    ) as refresher:
-        async with StatusServer(refresher, "127.0.0.1", 0) as server:
-            async with httpx2.AsyncClient(
-                base_url=f"http://127.0.0.1:{server.port}", trust_env=False
-            ) as client:
-                yield refresher, client
+    refresher = Refresher(make_settings(), transport=idp.transport, clock=clock, random=half)
+    async with refresher, StatusServer(refresher, "127.0.0.1", 0) as server:
+        base_url = f"http://127.0.0.1:{server.port}"
+        async with httpx2.AsyncClient(base_url=base_url, trust_env=False) as client:
+            yield refresher, client
 
 
 async def test_readyz_is_503_before_the_first_token_and_200_after(served) -> None:
@@ -104,7 +101,7 @@ async def test_unknown_paths_and_methods(served) -> None:
 
 
 async def test_garbage_and_silent_clients_do_not_break_the_server(served) -> None:
-    refresher, client = served
+    _, client = served
     port = client.base_url.port
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     writer.write(b"NONSENSE\r\n\r\n")
