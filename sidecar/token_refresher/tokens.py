@@ -17,6 +17,7 @@ from typing import Any, NoReturn
 
 from .errors import PERMANENT_OAUTH_ERRORS, TokenEndpointError
 from .expiry import LifetimeSource, lifetime_from, parse_expires_in
+from .redact import redactor
 from .schedule import parse_retry_after
 
 __all__ = ["MAX_RESPONSE_BYTES", "Token", "describe_client", "parse_token_response"]
@@ -154,6 +155,8 @@ def _json_object(body: bytes) -> dict[str, Any] | None:
 
 
 def _printable(text: str, limit: int) -> str:
-    """IdP-supplied text, safe for one log line: no control characters, bounded length."""
+    """IdP-supplied text, safe for one log line: no control characters, bounded length,
+    and none of our credentials — some IdPs echo the rejected value back."""
     cleaned = "".join(ch if ch.isprintable() else " " for ch in text).strip()
+    cleaned = redactor.scrub(cleaned)
     return cleaned if len(cleaned) <= limit else cleaned[: limit - 1] + "…"
