@@ -4,16 +4,17 @@ One function per question. `grant_params` builds the form of each grant —
 client_credentials (RFC 6749 section 4.4), refresh_token (section 6), token exchange
 (RFC 8693 section 2.1) and jwt-bearer (RFC 7523 section 2.1) — and `client_auth` the
 authentication of the client (RFC 6749 section 2.3, RFC 7523 section 2.2). Client
-authentication is authlib's: its `OAuth2ClientAuth` is the httpx2 `Auth` its own
-`AsyncOAuth2Client` uses, and `PrivateKeyJWT` signs the assertions. We do not use
-`AsyncOAuth2Client.fetch_token` itself: it reads unbounded bodies and keeps its own
-token state and expiry (with the 60 s leeway of authlib issue #716), and this sidecar
-needs to own all three.
+authentication is authlib's: its `ClientAuth` encoders and `PrivateKeyJWT` signer,
+driven by `_AuthlibAuth`, the same few lines as the `OAuth2ClientAuth` of authlib's
+httpx integration. We import neither that integration (it pulls in anyio and ~12 MiB
+of resident memory for a sidecar meant to stay near 40) nor `AsyncOAuth2Client`:
+its `fetch_token` reads unbounded bodies and keeps its own token state and expiry
+(with the 60 s leeway of authlib issue #716), and this sidecar owns all three.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from typing import Any
 
 import httpx2
@@ -86,7 +87,7 @@ class Credentials:
 
     def client_auth(self, token_endpoint: str) -> httpx2.Auth | None:
         """Client authentication for one request, from the credential files as they are now."""
-        from authlib.integrations.httpx_client import OAuth2ClientAuth
+        from authlib.oauth2.auth import ClientAuth as OAuth2ClientAuth
 
         s = self._settings
         method = s.effective_client_auth
@@ -132,7 +133,24 @@ class Credentials:
         return sign
 
 
-def _auth(auth: Any) -> httpx2.Auth:
-    # authlib is untyped; its OAuth2ClientAuth subclasses httpx2.Auth.
-    assert isinstance(auth, httpx2.Auth)
-    return auth
+class _AuthlibAuth(httpx2.Auth):
+    """An httpx2 `Auth` applying an authlib client-authentication method to the form."""
+
+    requires_request_body = True
+
+    def __init__(self, client_auth: Any) -> None:
+        self._client_auth = client_auth
+
+    def auth_flow(
+        self, request: httpx2.Request
+    ) -> Generator[httpx2.Request, httpx2.Response, None]:
+        headers = httpx2.Headers(request.headers)
+        url, headers, body = self._client_auth.prepare(
+            request.method, str(request.url), headers, request.content.decode("utf-8")
+        )
+        headers["Content-Length"] = str(len(body.encode("utf-8")))
+        yield httpx2.Request(request.method, url, headers=headers, content=body)
+
+
+def _auth(client_auth: Any) -> httpx2.Auth:
+    return _AuthlibAuth(client_auth)

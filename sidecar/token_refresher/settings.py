@@ -115,7 +115,10 @@ class Settings(BaseSettings):
         "re-read on every use.",
     )
     refresh_token_file: Path | None = Field(
-        None, description="Bootstrap refresh token for the refresh_token grant."
+        None,
+        description="Bootstrap refresh token. With GRANT=refresh_token it is the only way "
+        "in; with another grant it is used first, and that grant is the fallback when the "
+        "IdP rejects the refresh token (invalid_grant).",
     )
     state_file: Path | None = Field(
         None,
