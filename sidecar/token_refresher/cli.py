@@ -107,9 +107,15 @@ async def serve(settings: Settings, *, refresher: Refresher | None = None) -> in
         if reporter is not None:
             await reporter.aclose()
         return EXIT_CONFIG
-    signals = (signal.SIGTERM, signal.SIGINT)
-    for signum in signals:
-        loop.add_signal_handler(signum, refresher.stop)
+    signals: list[signal.Signals] = []
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        try:
+            loop.add_signal_handler(signum, refresher.stop)
+            signals.append(signum)
+        except (NotImplementedError, RuntimeError):
+            # Not the main thread (serve() embedded in a test or another program):
+            # the caller stops us with refresher.stop().
+            break
     report_task = asyncio.create_task(reporter.run()) if reporter is not None else None
     log.info(
         "token-refresher started",

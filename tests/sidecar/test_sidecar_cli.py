@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -220,3 +221,19 @@ def test_sigterm_stops_the_daemon_within_a_second(env, endpoint) -> None:
     assert [p.name for p in output.parent.iterdir()] == ["token"]
     assert "stopped after" in stderr.splitlines()[-1]
     assert "1 refreshes, 0 failed attempts, token valid until" in stderr
+
+
+async def test_serve_runs_in_process_until_stopped(make_settings, idp, clock, half) -> None:
+    from token_refresher import Refresher, serve
+
+    settings = make_settings()
+    refresher = Refresher(settings, transport=idp.transport, clock=clock, random=half)
+    task = asyncio.create_task(serve(settings, refresher=refresher))
+    for _ in range(10000):
+        if refresher.refresh_count:
+            break
+        await asyncio.sleep(0)
+    refresher.stop()
+    async with asyncio.timeout(1):
+        assert await task == 0
+    assert settings.output.read_text() == "SECRET-CANARY-access-1"
