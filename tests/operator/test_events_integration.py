@@ -1,0 +1,99 @@
+"""EventRecorder against the real kube-apiserver: what it writes is what the API accepts."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from tests.controlplane import ControlPlane
+from token_refresher_operator.events import Aggregator, EventRecorder
+
+pytestmark = [pytest.mark.cluster]
+
+
+@pytest.fixture(scope="module")
+def pod(cluster: ControlPlane) -> tuple[str, str]:
+    ns = f"events-{uuid.uuid4().hex[:8]}"
+    cluster.kubectl("create", "namespace", ns)
+    cluster.kubectl("-n", ns, "create", "serviceaccount", "app")
+    cluster.kubectl(
+        "-n", ns, "run", "p", "--image=registry.invalid/app:1",
+        "--overrides", '{"spec": {"serviceAccountName": "app"}}',
+    )  # fmt: skip
+    uid = cluster.kubectl("-n", ns, "get", "pod", "p", "-o", "jsonpath={.metadata.uid}").stdout
+    return ns, uid
+
+
+def events(cluster: ControlPlane, ns: str) -> list[dict[str, Any]]:
+    out = cluster.kubectl("-n", ns, "get", "events.v1.events.k8s.io", "-o", "json").stdout
+    items: list[dict[str, Any]] = json.loads(out)["items"]
+    return items
+
+
+async def test_a_whole_second_event_time_is_accepted_and_counted(
+    cluster: ControlPlane, pod: tuple[str, str]
+) -> None:
+    """A MicroTime with a zero fraction is what the typed client mangles (see micro_time)."""
+    ns, uid = pod
+    api_client = cluster.api_client()
+    clock = [0.0]
+    recorder = EventRecorder(
+        api_client=api_client,
+        instance="test",
+        aggregator=Aggregator(interval=10),
+        clock=lambda: clock[0],
+    )
+    at = datetime(2026, 11, 22, 1, 0, 0, 0, tzinfo=UTC)
+    for _ in range(3):
+        recorder.record(
+            namespace=ns, pod="p", uid=uid, state="expired", error="invalid_grant",
+            note="Token expired", at=at,
+        )  # fmt: skip
+    await recorder.aclose()
+    api_client.close()
+    assert (recorder.written, recorder.failures) == (2, 0)
+    (event,) = events(cluster, ns)
+    assert event["eventTime"] == "2026-11-22T01:00:00.000001Z"
+    assert event["series"] == {"count": 3, "lastObservedTime": "2026-11-22T01:00:00.000001Z"}
+
+
+async def test_an_event_deleted_meanwhile_is_created_again(
+    cluster: ControlPlane, pod: tuple[str, str]
+) -> None:
+    ns, uid = pod
+    api_client = cluster.api_client()
+    clock = [0.0]
+    recorder = EventRecorder(
+        api_client=api_client,
+        instance="test",
+        aggregator=Aggregator(interval=10),
+        clock=lambda: clock[0],
+    )
+
+    def record() -> None:
+        recorder.record(
+            namespace=ns, pod="p", uid=uid, state="failing", error="http_503",
+            note="Token refresh failing", at=datetime.now(UTC),
+        )  # fmt: skip
+
+    record()
+    await asyncio.gather(*recorder._tasks)
+    (first,) = [e for e in events(cluster, ns) if e["reason"] == "TokenRefreshFailed"]
+    cluster.kubectl("-n", ns, "delete", "events.v1.events.k8s.io", first["metadata"]["name"])
+    record()
+    clock[0] = 10.0
+    await recorder.aclose()  # the patch finds nothing: 404
+    assert recorder.failures == 1
+    await asyncio.sleep(0.01)  # the next name is time-based
+    record()
+    clock[0] = 20.0
+    await recorder.aclose()
+    api_client.close()
+    (again,) = [e for e in events(cluster, ns) if e["reason"] == "TokenRefreshFailed"]
+    assert again["metadata"]["name"] != first["metadata"]["name"]
+    assert again["series"]["count"] == 3

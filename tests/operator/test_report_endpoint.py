@@ -1,0 +1,386 @@
+"""The /report HTTP shell with the Kubernetes calls faked, to reach every answer and fault.
+
+The happy path against a real kube-apiserver is in test_report_integration.py; here the
+fakes inject what a real cluster will not do on demand (an unreachable API, a flood).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import ipaddress
+import json
+import logging
+import ssl
+from collections.abc import AsyncIterator
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from token_refresher_operator.report import (
+    INJECTED_ANNOTATION,
+    MAX_BODY,
+    Pod,
+    PodsUnavailable,
+    RateLimiter,
+    ReportMetrics,
+    make_app,
+    serve_reports,
+)
+from token_refresher_operator.reviews import (
+    POD_NAME_EXTRA,
+    POD_UID_EXTRA,
+    ReviewUnavailable,
+    TokenReviewStatus,
+)
+
+AUD = "token-refresher-report"
+UID_A = "11111111-1111-1111-1111-111111111111"
+UID_B = "22222222-2222-2222-2222-222222222222"
+TOKEN_A = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJwb2QtYSJ9.c2lnbmF0dXJlLWE"
+TOKEN_C = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJwb2QtYyJ9.c2lnbmF0dXJlLWM"
+UID_C = "33333333-3333-3333-3333-333333333333"
+
+
+def status(pod: str, uid: str) -> TokenReviewStatus:
+    return {
+        "authenticated": True,
+        "audiences": [AUD],
+        "user": {
+            "username": "system:serviceaccount:ns:app",
+            "extra": {POD_NAME_EXTRA: [pod], POD_UID_EXTRA: [uid]},
+        },
+    }
+
+
+def a_pod(name: str, uid: str, *, injected: bool = True) -> Pod:
+    return {
+        "metadata": {
+            "name": name,
+            "namespace": "ns",
+            "uid": uid,
+            "annotations": {INJECTED_ANNOTATION: "true"} if injected else {},
+        },
+        "spec": {"serviceAccountName": "app"},
+    }
+
+
+class FakeReviewer:
+    def __init__(self) -> None:
+        self.tokens = {TOKEN_A: status("a", UID_A), TOKEN_C: status("c", UID_C)}
+        self.down = False
+
+    async def review(self, token: str) -> TokenReviewStatus:
+        if self.down:
+            raise ReviewUnavailable(["TokenReview failed: MaxRetryError"])
+        return self.tokens.get(token, {"error": "invalid bearer token", "user": {}})
+
+
+class FakePods:
+    def __init__(self) -> None:
+        self.pods = {
+            "a": a_pod("a", UID_A),
+            "b": a_pod("b", UID_B),
+            "c": a_pod("c", UID_C, injected=False),
+        }
+        self.down = False
+
+    async def get(self, namespace: str, name: str) -> Pod | None:
+        if self.down:
+            raise PodsUnavailable(["reading the pod failed: ApiException (HTTP 500)"])
+        return self.pods.get(name)
+
+
+class FakeRecorder:
+    def __init__(self) -> None:
+        self.records: list[dict[str, Any]] = []
+
+    def record(self, **kwargs: Any) -> None:
+        self.records.append(kwargs)
+
+
+def report(**changes: Any) -> dict[str, Any]:
+    return {
+        "namespace": "ns",
+        "pod": "a",
+        "uid": UID_A,
+        "state": "failing",
+        "error": "invalid_client",
+        "description": "Client authentication failed",
+        "consecutive_failures": 3,
+        "since": "2026-11-22T01:00:00Z",
+        **changes,
+    }
+
+
+def auth(token: str = TOKEN_A) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+@pytest.fixture
+def fakes() -> SimpleNamespace:
+    return SimpleNamespace(
+        reviewer=FakeReviewer(),
+        pods=FakePods(),
+        recorder=FakeRecorder(),
+        metrics=ReportMetrics(),
+        limiter=RateLimiter(rate=5.0, burst=20),
+    )
+
+
+@pytest.fixture
+async def client(fakes: SimpleNamespace) -> AsyncIterator[TestClient[Any, Any]]:
+    app = make_app(
+        audience=AUD,
+        reviewer=fakes.reviewer,
+        pods=fakes.pods,
+        recorder=fakes.recorder,
+        limiter=fakes.limiter,
+        metrics=fakes.metrics,
+        clock=lambda: 0.0,
+        now=lambda: dt.datetime(2026, 11, 22, 1, 5, tzinfo=dt.UTC),
+    )
+    async with TestClient(TestServer(app)) as c:
+        yield c
+
+
+async def test_a_report_from_its_own_pod_is_accepted(
+    client: TestClient[Any, Any], fakes: SimpleNamespace
+) -> None:
+    resp = await client.post("/report", json=report(), headers=auth())
+    assert resp.status == 202
+    assert await resp.json() == {"status": "accepted"}
+    assert fakes.recorder.records == [
+        {
+            "namespace": "ns",
+            "pod": "a",
+            "uid": UID_A,
+            "state": "failing",
+            "error": "invalid_client",
+            "note": "Token refresh failing (3 consecutive failures since "
+            "2026-11-22T01:00:00Z): invalid_client: Client authentication failed",
+            "at": dt.datetime(2026, 11, 22, 1, 5, tzinfo=dt.UTC),
+        }
+    ]
+    assert fakes.metrics.accepted == {"failing": 1}
+
+
+@pytest.mark.parametrize(
+    ("headers", "data", "status", "reason"),
+    [
+        ({}, report(), 401, "no_token"),
+        ({"Authorization": f"Basic {TOKEN_A}"}, report(), 401, "no_token"),
+        ({"Authorization": "Bearer "}, report(), 401, "no_token"),
+        (auth("not-a-known-token"), report(), 401, "invalid_token"),
+        (auth(), "garbage", 400, "bad_body"),
+        (auth(), report(state="broken"), 400, "bad_body"),
+        (auth(), report(pod="b", uid=UID_B), 403, "wrong_pod"),
+        (auth(), report(uid=UID_B), 403, "wrong_uid"),
+        (auth(), report(namespace="other"), 403, "wrong_namespace"),
+        (auth(TOKEN_C), report(pod="c", uid=UID_C), 403, "not_injected"),
+    ],
+)
+async def test_refusals(
+    client: TestClient[Any, Any],
+    fakes: SimpleNamespace,
+    headers: dict[str, str],
+    data: Any,
+    status: int,
+    reason: str,
+) -> None:
+    raw = data.encode() if isinstance(data, str) else json.dumps(data).encode()
+    resp = await client.post("/report", data=raw, headers=headers)
+    assert resp.status == status
+    assert (await resp.json())["error"] == reason
+    assert fakes.recorder.records == []
+    assert fakes.metrics.rejected == {reason: 1}
+    if status == 401:
+        assert resp.headers["WWW-Authenticate"] == "Bearer"
+
+
+async def test_a_pod_gone_since_the_token_was_reviewed_is_refused(
+    client: TestClient[Any, Any], fakes: SimpleNamespace
+) -> None:
+    del fakes.pods.pods["a"]
+    resp = await client.post("/report", json=report(), headers=auth())
+    assert resp.status == 403
+    assert (await resp.json())["error"] == "pod_not_found"
+
+
+async def test_a_pod_recreated_under_the_same_name_is_refused(
+    client: TestClient[Any, Any], fakes: SimpleNamespace
+) -> None:
+    fakes.pods.pods["a"] = a_pod("a", UID_B)
+    resp = await client.post("/report", json=report(), headers=auth())
+    assert resp.status == 403
+    assert (await resp.json())["error"] == "wrong_uid"
+
+
+async def test_a_body_at_the_limit_is_read(client: TestClient[Any, Any]) -> None:
+    data = report(padding="")
+    filler = MAX_BODY - len(json.dumps(data).encode())
+    data["padding"] = "x" * filler
+    raw = json.dumps(data).encode()
+    assert len(raw) == MAX_BODY
+    resp = await client.post("/report", data=raw, headers=auth())
+    assert resp.status == 202
+
+
+async def test_a_body_over_the_limit_is_413_by_its_length(
+    client: TestClient[Any, Any], fakes: SimpleNamespace
+) -> None:
+    resp = await client.post("/report", data=b"x" * (MAX_BODY + 1), headers=auth())
+    assert resp.status == 413
+    assert fakes.metrics.rejected == {"too_large": 1}
+
+
+async def test_a_chunked_body_over_the_limit_is_413_while_reading(
+    client: TestClient[Any, Any],
+) -> None:
+    async def chunks() -> AsyncIterator[bytes]:
+        for _ in range(64):
+            yield b"x" * 1024
+
+    resp = await client.post("/report", data=chunks(), headers=auth())
+    assert resp.status == 413
+
+
+async def test_a_flood_from_one_pod_is_rate_limited(
+    client: TestClient[Any, Any], fakes: SimpleNamespace
+) -> None:
+    codes = [
+        (await client.post("/report", json=report(), headers=auth())).status for _ in range(25)
+    ]
+    assert codes == [202] * 20 + [429] * 5
+    resp = await client.post("/report", json=report(), headers=auth())
+    assert resp.headers["Retry-After"] == "1"
+    assert len(fakes.recorder.records) == 20
+
+
+async def test_an_unreachable_api_is_503(
+    client: TestClient[Any, Any], fakes: SimpleNamespace
+) -> None:
+    fakes.reviewer.down = True
+    resp = await client.post("/report", json=report(), headers=auth())
+    assert (resp.status, (await resp.json())["error"]) == (503, "review_unavailable")
+    fakes.reviewer.down = False
+    fakes.pods.down = True
+    resp = await client.post("/report", json=report(), headers=auth())
+    assert (resp.status, (await resp.json())["error"]) == (503, "pod_unavailable")
+    assert fakes.recorder.records == []
+
+
+async def test_health_and_methods(client: TestClient[Any, Any]) -> None:
+    assert (await client.get("/healthz")).status == 200
+    assert (await client.get("/report")).status == 405
+
+
+async def test_no_token_reaches_the_logs(
+    client: TestClient[Any, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.DEBUG):
+        await client.post("/report", json=report(), headers=auth())
+        await client.post("/report", json=report(pod="b", uid=UID_B), headers=auth())
+        await client.post("/report", json=report(error=TOKEN_A), headers=auth())
+        await client.post("/report", json=report(description=TOKEN_A), headers=auth())
+        await client.post("/report", json=report(), headers=auth("eyJ.unknown.token"))
+    assert "eyJ" not in caplog.text
+    assert "refused (wrong_pod)" in caplog.text
+
+
+# --- the HTTPS server ----------------------------------------------------------------------
+
+
+def write_cert(directory: Path, name: str) -> tuple[Path, Path]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=1))
+        .not_valid_after(now + dt.timedelta(hours=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    crt, pem = directory / "tls.crt", directory / "tls.key"
+    crt.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    pem.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    (directory / f"{name}.crt").write_bytes(crt.read_bytes())
+    return crt, pem
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def healthz(port: int, ca: Path) -> int:
+    ctx = ssl.create_default_context(cafile=str(ca))
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"https://127.0.0.1:{port}/healthz", ssl=ctx) as resp,
+    ):
+        return resp.status
+
+
+async def test_the_server_serves_https_and_picks_up_a_renewed_certificate(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from kubernetes import client as kube
+
+    cert, key = write_cert(tmp_path, "first")
+    settings = SimpleNamespace(
+        listen_host="127.0.0.1",
+        report_port=free_port(),
+        tls_cert_file=cert,
+        tls_key_file=key,
+        report_audience=AUD,
+    )
+    stop, started = asyncio.Event(), asyncio.Event()
+    with caplog.at_level(logging.INFO):
+        server = asyncio.create_task(
+            serve_reports(
+                settings=settings, stop=stop, api_client=kube.ApiClient(), started=started
+            )
+        )
+        await asyncio.wait_for(started.wait(), 10)
+        assert await healthz(settings.report_port, tmp_path / "first.crt") == 200
+        write_cert(tmp_path, "second")
+        await asyncio.sleep(1.1)  # the files are looked at once a second at most
+        assert await healthz(settings.report_port, tmp_path / "second.crt") == 200
+        with pytest.raises(aiohttp.ClientConnectorCertificateError):
+            await healthz(settings.report_port, tmp_path / "first.crt")
+        # A half-written renewal (a cert without its key yet) keeps the previous pair.
+        (tmp_path / "tls.crt").write_text("-----BEGIN CERTIFICATE-----\ntruncated")
+        await asyncio.sleep(1.1)
+        assert await healthz(settings.report_port, tmp_path / "second.crt") == 200
+        stop.set()
+        await asyncio.wait_for(server, 10)
+    assert "serving the renewed certificate" in caplog.text
+    assert "keeping the previous certificate" in caplog.text
+    assert "report endpoint stopped: reports accepted 0 (none), rejected 0 (none)" in caplog.text

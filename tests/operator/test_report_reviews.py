@@ -1,0 +1,250 @@
+"""Whose token is it: the TokenReview verdict, the JWT expiry read, the review cache."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from token_refresher_operator.reviews import (
+    POD_NAME_EXTRA,
+    POD_UID_EXTRA,
+    Accept,
+    Reject,
+    ReviewCache,
+    ReviewUnavailable,
+    TokenReviewer,
+    TokenReviewStatus,
+    check_identity,
+    token_digest,
+    token_expiry,
+)
+
+AUD = "token-refresher-report"
+UID = "e3631b76-7c92-4ac7-ac2f-1f0129a1bce7"
+REPORT = SimpleNamespace(namespace="billing", pod="api-1", uid=UID)
+
+
+def review(
+    *,
+    authenticated: bool = True,
+    username: str = "system:serviceaccount:billing:app",
+    pod: list[str] | None = None,
+    uid: list[str] | None = None,
+    audiences: list[str] | None = None,
+) -> TokenReviewStatus:
+    extra: dict[str, list[str]] = {"authentication.kubernetes.io/credential-id": ["JTI=x"]}
+    if pod != []:
+        extra[POD_NAME_EXTRA] = pod or ["api-1"]
+    if uid != []:
+        extra[POD_UID_EXTRA] = uid or [UID]
+    status: TokenReviewStatus = {
+        "user": {"username": username, "extra": extra, "groups": ["system:serviceaccounts"]},
+        "audiences": [AUD] if audiences is None else audiences,
+    }
+    if authenticated:
+        status["authenticated"] = True
+    return status
+
+
+@pytest.mark.parametrize(
+    ("status", "expected"),
+    [
+        (review(), Accept("app")),
+        (review(audiences=["other", AUD]), Accept("app")),
+        (
+            review(authenticated=False),
+            Reject(401, "invalid_token", "the bearer token is not valid"),
+        ),
+        ({}, Reject(401, "invalid_token", "the bearer token is not valid")),
+        (
+            {"error": "[invalid bearer token, token audiences [...] is invalid]", "user": {}},
+            Reject(401, "invalid_token", "the bearer token is not valid"),
+        ),
+        (
+            review(audiences=[]),
+            Reject(401, "wrong_audience", f"the bearer token is not for audience {AUD}"),
+        ),
+        (
+            review(audiences=["api"]),
+            Reject(401, "wrong_audience", f"the bearer token is not for audience {AUD}"),
+        ),
+        (
+            review(username="alice"),
+            Reject(403, "not_service_account", "the token is not a service-account token"),
+        ),
+        (
+            review(username="system:serviceaccount:billing"),
+            Reject(403, "not_service_account", "the token is not a service-account token"),
+        ),
+        (
+            review(username="system:serviceaccount:billing:app:x"),
+            Reject(403, "not_service_account", "the token is not a service-account token"),
+        ),
+        (
+            review(username="system:serviceaccount:other:app"),
+            Reject(403, "wrong_namespace", "the token is not of namespace billing"),
+        ),
+        (review(pod=[]), Reject(403, "not_pod_bound", "the token is not bound to a pod")),
+        (review(uid=[]), Reject(403, "not_pod_bound", "the token is not bound to a pod")),
+        (review(pod=["api-2"]), Reject(403, "wrong_pod", "the token is not of pod api-1")),
+        (
+            review(pod=["api-1", "api-2"]),
+            Reject(403, "wrong_pod", "the token is not of pod api-1"),
+        ),
+        (
+            review(uid=["0000"]),
+            Reject(403, "wrong_uid", f"the token is not of pod api-1 uid {UID}"),
+        ),
+    ],
+)
+def test_identity_verdicts(status: TokenReviewStatus, expected: object) -> None:
+    assert check_identity(review=status, report=REPORT, audience=AUD) == expected
+
+
+def jwt(claims: Any) -> str:
+    def part(data: bytes) -> str:
+        return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+    header = part(b'{"alg":"RS256"}')
+    return f"{header}.{part(json.dumps(claims).encode())}.{part(b'sig')}"
+
+
+@pytest.mark.parametrize(
+    ("token", "expected"),
+    [
+        (jwt({"exp": 1795314459}), 1795314459.0),
+        (jwt({"exp": 1795314459.5}), 1795314459.5),
+        (jwt({"sub": "x"}), None),
+        (jwt({"exp": "soon"}), None),
+        (jwt({"exp": True}), None),
+        (jwt([1, 2]), None),
+        ("opaque-token", None),
+        ("a.b", None),
+        ("a.!!!.c", None),
+        ("a.bm90IGpzb24.c", None),
+    ],
+)
+def test_token_expiry_is_read_without_verifying(token: str, expected: float | None) -> None:
+    assert token_expiry(token) == expected
+
+
+def test_the_cache_key_is_a_digest_not_the_token() -> None:
+    digest = token_digest("secret-token")
+    assert len(digest) == 64
+    assert "secret" not in digest
+
+
+def test_the_cache_keeps_accepted_reviews_until_the_token_expires() -> None:
+    cache = ReviewCache(max_ttl=600, negative_ttl=30)
+    cache.put("t", review(), now=0.0, wall_now=1000.0, expires_at=1120.0)
+    assert cache.get("t", now=119.0) == review()
+    assert cache.get("t", now=120.0) is None
+    assert len(cache) == 0
+
+
+def test_the_cache_caps_the_lifetime() -> None:
+    cache = ReviewCache(max_ttl=600)
+    cache.put("t", review(), now=0.0, wall_now=0.0, expires_at=86400.0)
+    assert cache.get("t", now=599.0) is not None
+    assert cache.get("t", now=600.0) is None
+    cache.put("u", review(), now=0.0, wall_now=0.0, expires_at=None)
+    assert cache.get("u", now=599.0) is not None
+
+
+def test_the_cache_keeps_rejections_briefly_and_expired_tokens_never() -> None:
+    cache = ReviewCache(max_ttl=600, negative_ttl=30)
+    cache.put("bad", review(authenticated=False), now=0.0, wall_now=0.0, expires_at=9999.0)
+    assert cache.get("bad", now=29.0) is not None
+    assert cache.get("bad", now=30.0) is None
+    cache.put("old", review(), now=0.0, wall_now=100.0, expires_at=50.0)
+    assert cache.get("old", now=0.0) is None
+
+
+def test_the_cache_is_bounded() -> None:
+    cache = ReviewCache(max_entries=3)
+    for i in range(10):
+        cache.put(str(i), review(), now=float(i), wall_now=0.0, expires_at=None)
+    assert len(cache) == 3
+    assert cache.get("9", now=10.0) is not None
+
+
+class FakeAuthApi:
+    """Stands in for AuthenticationV1Api to inject faults and count calls."""
+
+    def __init__(self, status: TokenReviewStatus | None = None, fail: Exception | None = None):
+        self.status = status if status is not None else review()
+        self.fail = fail
+        self.calls: list[dict[str, Any]] = []
+
+    def create_token_review(self, body: dict[str, Any], **kwargs: Any) -> Any:
+        self.calls.append(body)
+        if self.fail is not None:
+            raise self.fail
+        return SimpleNamespace(data=json.dumps({**body, "status": self.status}).encode())
+
+
+def reviewer(api: FakeAuthApi, **kwargs: Any) -> TokenReviewer:
+    r = TokenReviewer(api_client=None, audience=AUD, **kwargs)
+    r._api = api
+    return r
+
+
+async def test_the_reviewer_asks_for_our_audience_and_caches() -> None:
+    api = FakeAuthApi()
+    r = reviewer(api, clock=lambda: 0.0, wallclock=lambda: 0.0)
+    token = jwt({"exp": 300})
+    assert await r.review(token) == review()
+    assert await r.review(token) == review()
+    assert len(api.calls) == 1
+    assert api.calls[0]["spec"] == {"token": token, "audiences": [AUD]}
+    assert api.calls[0]["kind"] == "TokenReview"
+
+
+async def test_concurrent_reviews_of_one_token_make_one_call() -> None:
+    api = FakeAuthApi()
+    r = reviewer(api)
+    results = await asyncio.gather(*(r.review("same-token") for _ in range(50)))
+    assert results == [review()] * 50
+    assert len(api.calls) == 1
+
+
+class Unreachable(Exception):
+    status = 500
+
+
+async def test_api_failures_become_review_unavailable_without_the_token() -> None:
+    token = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJl"
+    api = FakeAuthApi(fail=Unreachable(f"request {token} failed"))
+    r = reviewer(api)
+    with pytest.raises(ReviewUnavailable) as info:
+        await r.review(token)
+    assert info.value.lines == ["TokenReview failed: Unreachable (HTTP 500)"]
+    assert info.value.__cause__ is None
+    assert info.value.__suppress_context__
+    api.fail = None  # failures are not cached
+    assert await r.review(token) == review()
+
+
+async def test_a_caller_going_away_does_not_cancel_the_review_for_others() -> None:
+    gate = asyncio.Event()
+
+    class SlowApi(FakeAuthApi):
+        def create_token_review(self, body: dict[str, Any], **kwargs: Any) -> Any:
+            asyncio.run_coroutine_threadsafe(gate.wait(), loop).result()
+            return super().create_token_review(body, **kwargs)
+
+    loop = asyncio.get_running_loop()
+    api = SlowApi()
+    r = reviewer(api)
+    first = asyncio.create_task(r.review("tok"))
+    second = asyncio.create_task(r.review("tok"))
+    await asyncio.sleep(0.05)
+    first.cancel()
+    gate.set()
+    assert await second == review()
+    assert len(api.calls) == 1
