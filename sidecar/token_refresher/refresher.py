@@ -1,8 +1,8 @@
 """The refresh loop: fetch a token, write it, sleep until it is due, and cope.
 
 `Refresher` is the thin shell around the pure parts: it asks `schedule` when to act,
-`grants` and `idp` for a token, `writer` and `state` to keep it, and tells `metrics`,
-`report` and the logs how it went. It owns no clock and no network of its own — both
+`source` for a token, `writer` to keep it, and tells `metrics`, `report` and the logs
+how it went. It owns no clock and no network of its own — both
 are passed in — so a test can drive a whole outage in milliseconds. While idle it
 sleeps until the next refresh or the token's expiry, whichever is sooner: no periodic
 wake-ups, so an idle sidecar costs no CPU.
@@ -20,7 +20,7 @@ import httpx2
 
 from .clock import Clock, SystemClock
 from .credentials import ssl_context
-from .errors import CredentialError, IdPError, OutputError, TokenEndpointError
+from .errors import CredentialError, IdPError, OutputError
 from .grants import Credentials
 from .idp import IdP
 from .logs import get_logger
@@ -28,8 +28,8 @@ from .metrics import Metrics, Outcome
 from .redact import redactor
 from .report import Reporter
 from .schedule import Random, next_refresh, permanent_delay, retry_delay
-from .settings import Grant, Settings
-from .state import RefreshTokenStore
+from .settings import Settings
+from .source import TokenSource
 from .tokens import Token
 from .writer import TokenWriter, read_expiry, rfc3339
 
@@ -82,16 +82,8 @@ class Refresher:
         )
         self._idp = IdP(settings, self._client, self.clock)
         self._credentials = Credentials(settings)
+        self._source = TokenSource(settings, self._idp, self._credentials)
         self._writer = TokenWriter(settings.output, settings.format, settings.file_mode)
-        # Refresh tokens are used with GRANT=refresh_token, or alongside another grant
-        # when REFRESH_TOKEN_FILE is given: that grant is then the fallback.
-        self._store = (
-            RefreshTokenStore(settings.effective_state_file, settings.refresh_token_file)
-            if settings.grant is Grant.REFRESH_TOKEN or settings.refresh_token_file
-            else None
-        )
-        if self._store is not None:
-            self._store.load()
         self._stop = asyncio.Event()
         self._running = False
         self._stopped = False
@@ -172,8 +164,9 @@ class Refresher:
             for pending in (task, stopper):
                 pending.cancel()
             await asyncio.gather(task, stopper, return_exceptions=True)
-        if task.done() and not task.cancelled() and task.exception() is not None:
-            raise task.exception()  # type: ignore[misc]
+        failure = task.exception() if task.done() and not task.cancelled() else None
+        if failure is not None:
+            raise failure
 
     async def refresh(self) -> bool:
         """One attempt: fetch a token and write it. Returns whether it worked.
@@ -183,70 +176,13 @@ class Refresher:
         """
         started = self.clock.monotonic()
         try:
-            token = await self._fetch()
+            token = await self._source.fetch()
             self._writer.write(token, now=self.clock.time())
         except (IdPError, CredentialError, OutputError) as exc:
             self._failed(exc, started)
             return False
         self._succeeded(token, started)
         return True
-
-    async def _fetch(self) -> Token:
-        store = self._store
-        primary = self.settings.grant
-        if store is not None:
-            if store.current is None:
-                store.load()  # a person may have put a new refresh token in place
-            refresh_token = store.current
-            if refresh_token is not None:
-                try:
-                    token = await self._request(Grant.REFRESH_TOKEN, refresh_token=refresh_token)
-                except TokenEndpointError as exc:
-                    if exc.error != "invalid_grant":
-                        raise
-                    store.discard()
-                    if primary is Grant.REFRESH_TOKEN:
-                        raise
-                    log.warning(
-                        f"the refresh token was rejected (invalid_grant); falling back to "
-                        f"the {primary} grant"
-                    )
-                else:
-                    self._keep_refresh_token(token)
-                    return token
-            elif primary is Grant.REFRESH_TOKEN:
-                raise CredentialError(
-                    "no usable refresh token: the identity provider rejected the last one; "
-                    f"put a new one in {self.settings.refresh_token_file}",
-                    error="invalid_grant",
-                    permanent=True,
-                )
-        token = await self._request(primary)
-        self._keep_refresh_token(token)
-        return token
-
-    async def _request(self, grant: Grant, *, refresh_token: str | None = None) -> Token:
-        url = await self._idp.token_endpoint()
-        params = self._credentials.grant_params(grant, refresh_token=refresh_token)
-        auth = self._credentials.client_auth(url)
-        token = await self._idp.request_token(
-            params, auth, token_exchange=grant is Grant.TOKEN_EXCHANGE
-        )
-        redactor.add(token.access_token)
-        redactor.add(token.refresh_token)
-        return token
-
-    def _keep_refresh_token(self, token: Token) -> None:
-        # A response without a refresh token keeps the previous one (RFC 6749 section 6).
-        if self._store is None or token.refresh_token is None:
-            return
-        try:
-            self._store.save(token.refresh_token)
-        except OutputError as exc:
-            log.error(
-                f"cannot keep the rotated refresh token: {exc}; it is held in memory only, "
-                "so a restart will need a new one",
-            )
 
     # -- bookkeeping -----------------------------------------------------------------
 
