@@ -1,0 +1,90 @@
+"""Credential files and trust anchors: checked at start, re-read when they rotate."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from conftest import rotate
+from token_refresher.credentials import CredentialFile, check_files
+from token_refresher.errors import CredentialError
+
+
+def self_signed_ca() -> str:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "test CA")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now)
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    return cert.public_bytes(serialization.Encoding.PEM).decode()
+
+
+def test_valid_ca_bundles_pass_the_start_checks(make_settings, tmp_path: Path) -> None:
+    pem = self_signed_ca()
+    (tmp_path / "ca.pem").write_text(pem)
+    (tmp_path / "report-token").write_text("t" * 20)
+    settings = make_settings(
+        ca_file=tmp_path / "ca.pem",
+        report_url="https://op/report",
+        report_token_file=tmp_path / "report-token",
+        report_ca=pem,
+    )
+    assert check_files(settings) == []
+
+
+def test_unusable_files_are_one_line_each_naming_the_variable(
+    make_settings, tmp_path: Path
+) -> None:
+    (tmp_path / "garbage.pem").write_text("not a certificate")
+    (tmp_path / "key.pem").write_text(
+        "-----BEGIN PRIVATE KEY-----\nnope\n-----END PRIVATE KEY-----"
+    )
+    (tmp_path / "empty").write_text("\n")
+    settings = make_settings(
+        ca_file=tmp_path / "garbage.pem",
+        private_key_file=tmp_path / "key.pem",
+        client_auth="private_key_jwt",
+        service_account_token_file=tmp_path / "empty",
+        report_url="https://op/report",
+        report_token_file=tmp_path / "absent",
+        report_ca="-----BEGIN CERTIFICATE-----\ngarbage\n-----END CERTIFICATE-----",
+    )
+    problems = check_files(settings)
+    assert [p.split(":")[0] for p in problems] == [
+        "TOKEN_REFRESHER_SERVICE_ACCOUNT_TOKEN_FILE",
+        "TOKEN_REFRESHER_REPORT_TOKEN_FILE",
+        "TOKEN_REFRESHER_PRIVATE_KEY_FILE",
+        "TOKEN_REFRESHER_CA_FILE",
+        "TOKEN_REFRESHER_REPORT_CA",
+    ]
+    assert "is empty" in problems[0]
+    assert "does not hold a RSA private key usable with RS256" in problems[2]
+
+
+def test_a_secret_is_cached_until_its_file_changes(tmp_path: Path) -> None:
+    path = tmp_path / "secret"
+    path.write_text("first-secret")
+    secret = CredentialFile(path, what="client secret")
+    assert secret.read() == "first-secret"
+    rotate(path, "second-secret")
+    assert secret.read() == "second-secret"
+
+
+def test_a_missing_credential_names_the_file_not_the_content(tmp_path: Path) -> None:
+    with pytest.raises(CredentialError, match=r"cannot read the client secret file .*/nope: No"):
+        CredentialFile(tmp_path / "nope", what="client secret").read()
