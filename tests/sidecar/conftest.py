@@ -1,120 +1,18 @@
-"""Fixtures for the sidecar's unit and fault tests: a clock we own, a scripted identity
-provider behind `httpx2.MockTransport`, and settings built from an explicit env.
-
-The fakes only inject faults and time; the happy path against real IdPs lives in the
-integration tests.
+"""Fixtures for the sidecar's unit and fault tests: the fakes of `sidecar_fakes`, and
+settings built from an explicit env (never the caller's environment).
 """
 
 from __future__ import annotations
 
-import asyncio
-import os
-from collections import deque
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl
 
-import httpx2
 import pytest
+from sidecar_fakes import CLIENT_SECRET, TOKEN_URL, FakeClock, FakeIdP
 
 from token_refresher import Settings
 from token_refresher.redact import redactor
-
-TOKEN_URL = "https://idp.example/token"
-CLIENT_SECRET = "SECRET-CANARY-client-secret"
-
-
-class FakeClock:
-    """Monotonic and wall clocks that move only when told to (or when slept on)."""
-
-    def __init__(self, mono: float = 1000.0, wall: float = 1_800_000_000.0) -> None:
-        self.mono = mono
-        self.wall = wall
-        self.sleeps: list[float] = []
-
-    def monotonic(self) -> float:
-        return self.mono
-
-    def time(self) -> float:
-        return self.wall
-
-    async def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.advance(seconds)
-        await asyncio.sleep(0)
-
-    def advance(self, seconds: float) -> None:
-        self.mono += seconds
-        self.wall += seconds
-
-
-@dataclass
-class Seen:
-    """One request the fake IdP received."""
-
-    method: str
-    url: str
-    headers: httpx2.Headers
-    form: dict[str, str]
-    at: float  # monotonic time of the fake clock
-
-
-Reply = httpx2.Response | Exception | Callable[[httpx2.Request], httpx2.Response]
-
-
-@dataclass
-class FakeIdP:
-    """A token endpoint that answers from a script, then with fresh tokens."""
-
-    clock: FakeClock
-    script: deque[Reply] = field(default_factory=deque)
-    seen: list[Seen] = field(default_factory=list)
-    issued: int = 0
-    expires_in: float = 3600
-
-    def reply(self, *replies: Reply) -> None:
-        self.script.extend(replies)
-
-    def token(self, **fields: Any) -> httpx2.Response:
-        self.issued += 1
-        body: dict[str, Any] = {
-            "access_token": f"SECRET-CANARY-access-{self.issued}",
-            "token_type": "Bearer",
-            "expires_in": self.expires_in,
-        }
-        body.update(fields)
-        return httpx2.Response(200, json={k: v for k, v in body.items() if v is not None})
-
-    @staticmethod
-    def error(
-        status: int, error: str, description: str | None = None, **headers: str
-    ) -> httpx2.Response:
-        body = {"error": error}
-        if description:
-            body["error_description"] = description
-        return httpx2.Response(status, json=body, headers=headers)
-
-    def handler(self, request: httpx2.Request) -> httpx2.Response:
-        form = dict(parse_qsl(request.content.decode())) if request.content else {}
-        self.seen.append(
-            Seen(request.method, str(request.url), request.headers, form, self.clock.mono)
-        )
-        reply = self.script.popleft() if self.script else self.token()
-        if isinstance(reply, Exception):
-            raise reply
-        if isinstance(reply, httpx2.Response):
-            return reply
-        return reply(request)
-
-    @property
-    def transport(self) -> httpx2.MockTransport:
-        return httpx2.MockTransport(self.handler)
-
-    @property
-    def posts(self) -> list[Seen]:
-        return [s for s in self.seen if s.method == "POST"]
 
 
 @pytest.fixture
@@ -174,32 +72,3 @@ def _fresh_redactor() -> Iterator[None]:
 def half() -> Callable[[], float]:
     """A 'random' that always draws the middle: no jitter, reproducible delays."""
     return lambda: 0.5
-
-
-async def drive(refresher: Any, until: Callable[[], bool], *, limit: int = 20000) -> None:
-    """Run the refresher's loop on the fake clock until `until()` holds, then stop it."""
-    task = asyncio.create_task(refresher.run())
-    try:
-        for _ in range(limit):
-            if until() or task.done():
-                break
-            await asyncio.sleep(0)
-        else:
-            raise AssertionError("the condition never held")
-    finally:
-        refresher.stop()
-        await task
-
-
-def rotate(path: Path, content: str | None) -> None:
-    """Replace a credential file's content (None: delete it), as kubelet or a person would.
-
-    The mtime moves a second forward, so change detection cannot miss it on filesystems
-    with coarse timestamps.
-    """
-    if content is None:
-        path.unlink()
-        return
-    path.write_text(content)
-    st = path.stat()
-    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))

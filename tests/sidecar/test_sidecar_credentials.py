@@ -10,8 +10,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from sidecar_fakes import rotate
 
-from conftest import rotate
 from token_refresher.credentials import CredentialFile, check_files
 from token_refresher.errors import CredentialError
 

@@ -6,7 +6,8 @@ import json
 import stat
 from pathlib import Path
 
-from conftest import FakeIdP
+from sidecar_fakes import FakeIdP
+
 from token_refresher import Refresher
 from token_refresher.state import RefreshTokenStore
 
