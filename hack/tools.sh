@@ -17,6 +17,7 @@ HELM_VERSION="${HELM_VERSION:-v3.21.4}"
 # Dex's module path has no /v2, so its release tags are not Go versions: this is the
 # pseudo-version of the v2.41.1 release commit (the newest release the module proxy serves).
 DEX_VERSION="${DEX_VERSION:-v0.0.0-20240807174518-43956db7fd75}"
+DEX_API_VERSION="${DEX_API_VERSION:-v2.2.0}"
 
 CACHE="${TOKEN_REFRESHER_TOOLS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/token-refresher/tools}"
 export GOFLAGS="${GOFLAGS:--trimpath}" CGO_ENABLED=0
@@ -111,17 +112,27 @@ build_helm() {
   local dir="$CACHE/src/helm-$HELM_VERSION"
   wrapper_mod "$dir" "helm.sh/helm/v3 $HELM_VERSION"
   mkdir -p "$(dirname "$out")"
-  go_build "helm $HELM_VERSION" "$dir" "$out" helm.sh/helm/v3/cmd/helm \
-    "-X helm.sh/helm/v3/internal/version.version=$HELM_VERSION"
+  # Without these, helm assumes Kubernetes v1.20 for `helm template` and lint, and our
+  # chart's kubeVersion constraint (>=1.30) refuses to render (helm's Makefile sets them).
+  local kminor=${KUBE_VERSION#v1.}; kminor=${kminor%%.*}
+  local ld="-X helm.sh/helm/v3/internal/version.version=$HELM_VERSION"
+  for p in helm.sh/helm/v3/pkg/lint/rules helm.sh/helm/v3/pkg/chartutil; do
+    ld+=" -X $p.k8sVersionMajor=1 -X $p.k8sVersionMinor=$kminor"
+  done
+  go_build "helm $HELM_VERSION" "$dir" "$out" helm.sh/helm/v3/cmd/helm "$ld"
 }
 
 build_dex() {
   local out; out=$(path_of dex "$DEX_VERSION")
   [ -x "$out" ] && return 0
   local dir="$CACHE/src/dex-$DEX_VERSION"
-  wrapper_mod "$dir" "github.com/dexidp/dex $DEX_VERSION"
+  # Dex replaces its api/v2 module with ./api/v2, which the module zip leaves out; the
+  # release's API matches the published api/v2 v2.2.0 (v2.1.0, which it requires, lacks
+  # the connector RPCs its server implements).
+  wrapper_mod "$dir" "github.com/dexidp/dex $DEX_VERSION" "github.com/dexidp/dex/api/v2 $DEX_API_VERSION"
   mkdir -p "$(dirname "$out")"
-  go_build "dex $DEX_VERSION" "$dir" "$out" github.com/dexidp/dex/cmd/dex
+  # cmd/dex refers to its sqlite3 storage, which only exists with cgo (gcc is on the machine).
+  CGO_ENABLED=1 go_build "dex $DEX_VERSION" "$dir" "$out" github.com/dexidp/dex/cmd/dex
 }
 
 if [ "${1:-}" = "--print" ]; then print_paths; exit $?; fi
