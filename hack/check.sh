@@ -24,6 +24,7 @@ say "test tools (kube-apiserver, etcd, kubectl, helm, dex): cached builds"
 hack/tools.sh > /dev/null || exit 1
 
 say "pytest"
+export CHECKOV="$PWD/.venv/opt/checkov/bin/checkov"
 .venv/bin/pytest "$@"
 rc=$?
 if [ "$rc" -eq 5 ]; then say "pytest collected no tests: that is a failure"; exit 1; fi

@@ -12,6 +12,13 @@ if [ ! -f "$stamp" ]; then
   .venv/bin/pip install -q --disable-pip-version-check -e '.[dev]'
   rm -f .venv/.installed-*; touch "$stamp"
 fi
+ckstamp=.venv/opt/checkov/.installed-$(sha256sum hack/requirements-checkov.txt | cut -c1-16)
+if [ ! -f "$ckstamp" ]; then
+  say "installing checkov into a venv of its own (.venv/opt/checkov)"
+  python3 -m venv .venv/opt/checkov
+  .venv/opt/checkov/bin/pip install -q --disable-pip-version-check -r hack/requirements-checkov.txt
+  touch "$ckstamp"
+fi
 if [ -f hack/idp/package.json ]; then
   lockstamp=hack/idp/node_modules/.installed-$(cat hack/idp/package.json hack/idp/package-lock.json 2>/dev/null | sha256sum | cut -c1-16)
   if [ ! -f "$lockstamp" ]; then
