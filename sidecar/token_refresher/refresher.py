@@ -374,5 +374,10 @@ class Refresher:
         )
         return (
             f"stopped after {hours}h{minutes:02d}m{seconds:02d}s: "
-            f"{self.refresh_count} refreshes, {self.failure_count} failed attempts, {expiry}"
+            f"{_plural(self.refresh_count, 'refresh', 'refreshes')}, "
+            f"{_plural(self.failure_count, 'failed attempt', 'failed attempts')}, {expiry}"
         )
+
+
+def _plural(count: int, one: str, many: str) -> str:
+    return f"{count} {one if count == 1 else many}"

@@ -220,7 +220,7 @@ def test_sigterm_stops_the_daemon_within_a_second(env, endpoint) -> None:
     assert output.read_bytes() == content
     assert [p.name for p in output.parent.iterdir()] == ["token"]
     assert "stopped after" in stderr.splitlines()[-1]
-    assert "1 refreshes, 0 failed attempts, token valid until" in stderr
+    assert "1 refresh, 0 failed attempts, token valid until" in stderr
 
 
 async def test_serve_runs_in_process_until_stopped(make_settings, idp, clock, half) -> None:
