@@ -1,0 +1,220 @@
+"""The operator assembled: kopf handlers, the webhook server, the report endpoint.
+
+`run` is what the console script calls once configuration has been checked. kopf runs
+standalone (no peering: every replica serves the webhook and watches pods, and nothing
+here needs a leader) and cluster-wide. Beside it runs the report endpoint
+(`report.serve_reports`); when either stops, the other is stopped too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import kopf
+
+from token_refresher_operator.annotations import INJECT
+from token_refresher_operator.config import ClusterConfig, OperatorSettings, ReportConfig
+from token_refresher_operator.devcert import write_self_signed
+from token_refresher_operator.registration import (
+    DEV_CONFIGURATION_NAME,
+    apply_configuration,
+    delete_configuration,
+    webhook_configuration,
+)
+from token_refresher_operator.safetynet import SidecarWatch
+from token_refresher_operator.webhook import HANDLER_ID, URL_PATH, Injector, MutateServer
+
+__all__ = ["REPORTING_COMPONENT", "build_registry", "kube_api_client", "run"]
+
+logger = logging.getLogger(__name__)
+
+REPORTING_COMPONENT = "token-refresher"
+
+
+def kube_api_client() -> Any:
+    """A kubernetes ApiClient: in-cluster when running in a pod, else the kubeconfig."""
+    from kubernetes import client
+    from kubernetes import config as kube_config
+
+    loader: Any = kube_config  # untyped
+    configuration = client.Configuration()
+    try:
+        loader.load_incluster_config(client_configuration=configuration)
+    except loader.ConfigException:
+        return loader.new_client_from_config()
+    return client.ApiClient(configuration)
+
+
+def build_registry(*, injector: Injector, watch: SidecarWatch) -> kopf.OperatorRegistry:
+    """A fresh kopf registry with the operator's handlers (nothing global)."""
+    registry = kopf.OperatorRegistry()
+    kopf.on.login(registry=registry, id="login")(kopf.login_via_client)
+    kopf.on.mutate(
+        "pods",
+        id=HANDLER_ID,
+        operations=["CREATE"],
+        side_effects=False,  # sideEffects: None, so `--dry-run=server` works
+        registry=registry,
+    )(injector.mutate)
+    kopf.on.event(
+        "pods",
+        id="sidecar-not-injected",
+        annotations={INJECT: "true"},
+        registry=registry,
+    )(watch.on_pod)
+
+    def admission(**_: Any) -> dict[str, int]:
+        return injector.stats.as_dict()
+
+    kopf.on.probe(id="admission", registry=registry)(admission)
+    return registry
+
+
+def _kopf_settings(settings: OperatorSettings, server: MutateServer) -> kopf.OperatorSettings:
+    ks = kopf.OperatorSettings()
+    ks.admission.server = server
+    # The webhook configuration is the chart's (or, in DEV mode, ours below): kopf's
+    # managed mode sets no matchConditions, so every pod in the cluster would call us.
+    ks.admission.managed = None
+    ks.posting.reporting_component = REPORTING_COMPONENT
+    ks.posting.reporting_instance = socket.gethostname()
+    ks.posting.event_name_prefix = "token-refresher-"
+    # Pods are a built-in resource: there are no CRDs or namespaces to follow, and not
+    # watching them keeps the RBAC to pods and events.
+    ks.scanning.disabled = True
+    return ks
+
+
+def _configure_logging(level: str) -> None:
+    kopf.configure(verbose=level == "debug", quiet=level in ("warning", "error"))
+    logging.getLogger().setLevel(level.upper())
+
+
+async def _serve_reports(
+    *, settings: OperatorSettings, stop: asyncio.Event, api_client: Any, tls: tuple[Path, Path]
+) -> None:
+    try:
+        from token_refresher_operator.report import serve_reports
+    except ImportError as exc:  # pragma: no cover - only while report.py is being written
+        logger.warning("report endpoint not started: %s", exc)
+        await stop.wait()
+        return
+    await serve_reports(
+        settings=settings,
+        stop=stop,
+        api_client=api_client,
+        cert_file=tls[0],
+        key_file=tls[1],
+    )
+
+
+async def run(*, settings: OperatorSettings, config: ClusterConfig) -> None:
+    """Run until SIGTERM/SIGINT, or until the webhook or the report endpoint fails."""
+    _configure_logging(settings.log_level)
+    api_client = kube_api_client()
+    with contextlib.ExitStack() as cleanup:
+        server_args: dict[str, Any]
+        if settings.dev:
+            # Local development: the apiserver reaches us on loopback only.
+            workdir = Path(cleanup.enter_context(tempfile.TemporaryDirectory(prefix="tr-dev-")))
+            cert = write_self_signed(workdir)
+            tls = (cert.cert_file, cert.key_file)
+            host = "127.0.0.1"
+            url = f"https://{host}:{settings.webhook_port}{URL_PATH}"
+            # Dev sidecars report to this very process, trusting the same certificate.
+            report = config.report or ReportConfig.model_validate(
+                {"url": f"https://{host}:{settings.report_port}/report"}
+            )
+            if not report.ca_bundle.strip():
+                report = report.model_copy(update={"ca_bundle": cert.pem})
+            config = config.model_copy(update={"report": report})
+            server_args = {"addr": host, "host": host}
+
+            async def register(client_config: kopf.WebhookClientConfig) -> None:
+                body = webhook_configuration(
+                    name=DEV_CONFIGURATION_NAME,
+                    url=url,
+                    ca_bundle=cert.pem.encode("ascii"),
+                    operator_namespace=settings.namespace,
+                )
+                # The apiserver may still be starting next to us (`make demo`): retry a
+                # little before giving up, which stops the operator with the cause.
+                for delay in (1.0, 2.0, 4.0, 8.0, 15.0, None):
+                    try:
+                        await apply_configuration(api_client=api_client, body=body)
+                        return
+                    except Exception as exc:
+                        if delay is None:
+                            raise
+                        logger.warning(
+                            "cannot register the webhook configuration yet (%s); retrying",
+                            type(exc).__name__,
+                        )
+                        await asyncio.sleep(delay)
+
+            on_client_config: Any = register
+        else:
+            tls = (settings.tls_cert_file, settings.tls_key_file)
+            server_args = {"addr": settings.listen_host}
+            on_client_config = None
+
+        injector = Injector(settings=settings, config=config)
+        watch = SidecarWatch(operator_namespace=settings.namespace)
+        registry = build_registry(injector=injector, watch=watch)
+        if settings.dev:
+
+            async def unregister(**_: Any) -> None:
+                # Best effort: a stopping operator must not hang on an unreachable cluster
+                # (kopf would retry a failed cleanup every minute).
+                try:
+                    await delete_configuration(api_client=api_client, name=DEV_CONFIGURATION_NAME)
+                except Exception as exc:
+                    logger.warning(
+                        "could not delete MutatingWebhookConfiguration %s: %s: %s",
+                        DEV_CONFIGURATION_NAME,
+                        type(exc).__name__,
+                        str(exc).splitlines()[0] if str(exc) else "",
+                    )
+
+            kopf.on.cleanup(registry=registry, id="dev-webhook-configuration")(unregister)
+
+        server = MutateServer(
+            stats=injector.stats,
+            on_client_config=on_client_config,
+            port=settings.webhook_port,
+            certfile=str(tls[0]),
+            pkeyfile=str(tls[1]),
+            **server_args,
+        )
+        stop_reports = asyncio.Event()
+        stop_kopf = asyncio.Event()
+        reports = asyncio.create_task(
+            _serve_reports(settings=settings, stop=stop_reports, api_client=api_client, tls=tls),
+            name="report endpoint",
+        )
+        reports.add_done_callback(lambda _: stop_kopf.set())
+        try:
+            await kopf.operator(
+                registry=registry,
+                settings=_kopf_settings(settings, server),
+                standalone=True,
+                clusterwide=True,
+                liveness_endpoint=f"http://{settings.listen_host}:{settings.health_port}/healthz",
+                stop_flag=stop_kopf,
+            )
+        finally:
+            stop_reports.set()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reports
+            api_client.close()
+        logger.info(
+            "operator stopped: %s; SidecarNotInjected events posted: %d",
+            ", ".join(f"{k} {v}" for k, v in injector.stats.as_dict().items()),
+            watch.posted,
+        )

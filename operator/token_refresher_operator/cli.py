@@ -1,0 +1,79 @@
+"""`token-refresher-operator`: check the configuration, then run the operator.
+
+Configuration is checked before anything talks to the cluster: a wrong setting prints one
+line per problem (naming the env var, or the config file and key) and exits 2, without a
+traceback. `--check` stops there, which is handy in a chart test or a CI job.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+
+from token_refresher_operator.config import (
+    ENV_PREFIX,
+    OperatorSettings,
+    load_cluster_config,
+    load_settings,
+)
+from token_refresher_operator.errors import ConfigError
+
+__all__ = ["main"]
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_CONFIG = 2
+
+
+def _epilog() -> str:
+    lines = ["environment (prefix " + ENV_PREFIX + "):"]
+    for name, field in OperatorSettings.model_fields.items():
+        default = field.default
+        lines.append(f"  {name.upper():<16} {field.description or ''} [default: {default}]")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="token-refresher-operator",
+        description="Injects the token-refresher sidecar into annotated pods (admission "
+        "webhook /mutate), turns sidecar failure reports into pod Events (/report), and "
+        "warns about annotated pods that run without the sidecar.",
+        epilog=_epilog(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="check the configuration and exit (0 if usable, 2 if not)",
+    )
+    args = parser.parse_args(argv)
+    try:
+        settings = load_settings()
+        config = load_cluster_config(settings.config_file)
+    except ConfigError as exc:
+        for line in exc.lines:
+            print(f"token-refresher-operator: {line}", file=sys.stderr)
+        return EXIT_CONFIG
+    if args.check:
+        print(f"token-refresher-operator: configuration OK ({settings.config_file})")
+        return EXIT_OK
+
+    # Imported only now: kopf and the kubernetes client are slow to import, and a
+    # configuration check needs neither.
+    from token_refresher_operator.app import run
+
+    try:
+        asyncio.run(run(settings=settings, config=config))
+    except KeyboardInterrupt:
+        return EXIT_OK
+    except Exception as exc:
+        print(f"token-refresher-operator: stopped: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

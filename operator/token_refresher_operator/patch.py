@@ -1,0 +1,437 @@
+"""Annotations -> sidecar -> JSON Patch: the pure heart of the webhook.
+
+`build_patch` takes a pod as the apiserver sent it and answers with the RFC 6902
+operations that add the token-refresher native sidecar, its volumes and the app
+containers' read-only token mount, or an empty list when there is nothing to do. No I/O:
+the webhook hands in the pod and the cluster config, and tests call it directly.
+
+The env rendered for the sidecar is validated with the sidecar's own settings model
+(`token_refresher.settings.Settings.from_env`), and its messages are translated back to
+annotation names, so a pod is denied at admission for exactly the reasons the sidecar
+would have refused to start, in words about what the user wrote.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from typing import Any
+
+from pydantic import ValidationError
+
+from token_refresher.settings import ClientAuth, Grant, Settings, config_errors, env_name
+from token_refresher_operator.annotations import (
+    INJECTED,
+    InjectionSpec,
+    SecretRef,
+    annotation,
+    parse,
+    wants_injection,
+)
+from token_refresher_operator.config import ClusterConfig
+from token_refresher_operator.errors import AnnotationError
+from token_refresher_operator.manifests import (
+    Container,
+    EnvVar,
+    JsonPatchOp,
+    Pod,
+    Probe,
+    Volume,
+    VolumeMount,
+)
+
+__all__ = [
+    "CREDENTIALS_DIR",
+    "NEVER_INJECTED_NAMESPACES",
+    "REPORT_TOKEN_VOLUME",
+    "SA_TOKEN_VOLUME",
+    "SIDECAR_NAME",
+    "SIDECAR_UID",
+    "STATE_FILE",
+    "STATE_VOLUME",
+    "TOKEN_VOLUME",
+    "build_patch",
+    "check_env",
+    "escape",
+    "has_sidecar",
+    "render_env",
+    "skip_reason",
+]
+
+SIDECAR_NAME = "token-refresher"
+SIDECAR_UID = 65532  # "nonroot" in distroless images
+TOKEN_VOLUME = "token-refresher-token"
+STATE_VOLUME = "token-refresher-state"
+SA_TOKEN_VOLUME = "token-refresher-sa-token"
+REPORT_TOKEN_VOLUME = "token-refresher-report-token"
+SECRET_VOLUMES = {
+    "client-secret": "token-refresher-client-secret",
+    "private-key": "token-refresher-private-key",
+    "refresh-token": "token-refresher-refresh-token",
+}
+CREDENTIALS_DIR = "/var/run/secrets/token-refresher.io"
+STATE_DIR = "/var/lib/token-refresher"
+# A rotated refresh token lives here, on a volume only the sidecar mounts: left at the
+# sidecar's default (beside OUTPUT) the app containers could read it.
+STATE_FILE = f"{STATE_DIR}/refresh-token"
+SA_TOKEN_SECONDS = 3600
+NEVER_INJECTED_NAMESPACES = frozenset({"kube-system"})
+
+# Values for downward-API env while validating: the real ones exist only on the node.
+_PLACEHOLDER = "validating"
+
+# Sidecar env var -> the annotation a person writes to set it.
+_ANNOTATION_OF = {
+    env_name("issuer"): "issuer",
+    env_name("token_url"): "token-url",
+    env_name("grant"): "grant",
+    env_name("client_id"): "client-id",
+    env_name("client_auth"): "client-auth",
+    env_name("client_secret_file"): "client-secret",
+    env_name("private_key_file"): "private-key",
+    env_name("refresh_token_file"): "refresh-token",
+    env_name("service_account_token_file"): "service-account-audience",
+    env_name("scope"): "scope",
+    env_name("audience"): "audience",
+    env_name("resource"): "resource",
+    env_name("output"): "file",
+    env_name("format"): "format",
+    env_name("refresh_ratio"): "refresh-ratio",
+}
+_ENV_NAME = re.compile(r"\bTOKEN_REFRESHER_[A-Z_]+\b")
+
+
+def escape(token: str) -> str:
+    """A JSON Pointer reference token (RFC 6901 section 3): `~` -> `~0`, `/` -> `~1`."""
+    return token.replace("~", "~0").replace("/", "~1")
+
+
+def has_sidecar(pod: Pod) -> bool:
+    return any(
+        c.get("name") == SIDECAR_NAME for c in pod.get("spec", {}).get("initContainers") or []
+    )
+
+
+def skip_reason(*, pod: Pod, namespace: str, operator_namespace: str) -> str | None:
+    """Why this pod gets no patch at all, or None when it should be injected."""
+    if not wants_injection(pod.get("metadata", {}).get("annotations")):
+        return 'not annotated token-refresher.io/inject: "true"'
+    if namespace in NEVER_INJECTED_NAMESPACES or namespace == operator_namespace:
+        return f"pods in namespace {namespace} are never injected"
+    if has_sidecar(pod):
+        return f"already has the {SIDECAR_NAME} sidecar"
+    return None
+
+
+def _needs_sa_token(spec: InjectionSpec) -> bool:
+    return (
+        spec.grant in (Grant.TOKEN_EXCHANGE, Grant.JWT_BEARER)
+        or spec.client_auth is ClientAuth.SERVICE_ACCOUNT
+    )
+
+
+def _secret_file(kind: str) -> str:
+    return f"{CREDENTIALS_DIR}/{kind}/{kind}"
+
+
+def _secret_refs(spec: InjectionSpec) -> dict[str, SecretRef]:
+    refs = {
+        "client-secret": spec.client_secret,
+        "private-key": spec.private_key,
+        "refresh-token": spec.refresh_token,
+    }
+    return {kind: ref for kind, ref in refs.items() if ref is not None}
+
+
+def render_env(*, spec: InjectionSpec, config: ClusterConfig, report_audience: str) -> list[EnvVar]:
+    """The sidecar's TOKEN_REFRESHER_* env for this pod."""
+    env: list[EnvVar] = []
+
+    def put(field: str, value: str | None) -> None:
+        if value is not None:
+            env.append({"name": env_name(field), "value": value})
+
+    put("issuer", spec.issuer)
+    put("token_url", spec.token_url)
+    put("grant", spec.grant.value)
+    put("client_id", spec.client_id)
+    put("client_auth", spec.client_auth.value if spec.client_auth else None)
+    for kind in _secret_refs(spec):
+        put(f"{kind.replace('-', '_')}_file", _secret_file(kind))
+    if _needs_sa_token(spec) and spec.service_account_audience:
+        put("service_account_token_file", f"{CREDENTIALS_DIR}/serviceaccount/token")
+    put("scope", spec.scope)
+    put("audience", spec.audience)
+    put("resource", spec.resource)
+    put("output", spec.token_file)
+    put("format", spec.format)
+    put("refresh_ratio", spec.refresh_ratio)
+    put("state_file", STATE_FILE)
+    put("listen", f"0.0.0.0:{config.sidecar.port}")
+    for field, path in (
+        ("pod_name", "metadata.name"),
+        ("pod_namespace", "metadata.namespace"),
+        ("pod_uid", "metadata.uid"),
+    ):
+        env.append({"name": env_name(field), "valueFrom": {"fieldRef": {"fieldPath": path}}})
+    if config.report is not None:
+        put("report_url", str(config.report.url))
+        if config.report.ca_bundle.strip():
+            put("report_ca", config.report.ca_bundle)
+        put("report_token_file", f"{CREDENTIALS_DIR}/report/token")
+        put("report_audience", report_audience)
+    return env
+
+
+def _to_annotations(line: str) -> str:
+    translated = _ENV_NAME.sub(
+        lambda m: (
+            annotation(_ANNOTATION_OF[m.group(0)]) if m.group(0) in _ANNOTATION_OF else m.group(0)
+        ),
+        line,
+    )
+    if "token-refresher.io/" not in translated:
+        # Nothing the pod's author wrote: the operator rendered something the sidecar
+        # refuses, which only the cluster's configuration can fix.
+        return f"token-refresher operator configuration: {line}"
+    return translated
+
+
+def check_env(env: list[EnvVar]) -> Settings:
+    """Validate rendered env with the sidecar's model; AnnotationError in annotation terms."""
+    flat = {var["name"]: var.get("value", _PLACEHOLDER) for var in env}
+    try:
+        return Settings.from_env(flat)
+    except ValidationError as exc:
+        raise AnnotationError([_to_annotations(line) for line in config_errors(exc)]) from None
+
+
+def _probe(path: str, port: int, *, period: int, failures: int) -> Probe:
+    return {
+        "httpGet": {"path": path, "port": port},
+        "periodSeconds": period,
+        "failureThreshold": failures,
+        "timeoutSeconds": 1,
+    }
+
+
+def _volumes(
+    *, spec: InjectionSpec, config: ClusterConfig, pod: Pod, report_audience: str
+) -> list[Volume]:
+    size = config.sidecar.volume_size_limit
+    volumes: list[Volume] = [
+        {"name": TOKEN_VOLUME, "emptyDir": {"medium": "Memory", "sizeLimit": size}},
+        {"name": STATE_VOLUME, "emptyDir": {"medium": "Memory", "sizeLimit": size}},
+    ]
+    # The sidecar runs as a non-root UID. Secret files are owned by root, so 0400 is
+    # readable only through the pod's fsGroup (the kubelet then adds group read); without
+    # one, 0444 is what lets the sidecar read them. Either way no other container mounts
+    # these volumes, so no other container can read them.
+    has_fs_group = "fsGroup" in (pod.get("spec", {}).get("securityContext") or {})
+    mode = 0o400 if has_fs_group else 0o444
+    for kind, ref in _secret_refs(spec).items():
+        volumes.append(
+            {
+                "name": SECRET_VOLUMES[kind],
+                "secret": {
+                    "secretName": ref.secret,
+                    "items": [{"key": ref.key, "path": kind}],
+                    "defaultMode": mode,
+                },
+            }
+        )
+    if _needs_sa_token(spec) and spec.service_account_audience:
+        volumes.append(_projected_token(SA_TOKEN_VOLUME, spec.service_account_audience))
+    if config.report is not None:
+        volumes.append(_projected_token(REPORT_TOKEN_VOLUME, report_audience))
+    return volumes
+
+
+def _projected_token(name: str, audience: str) -> Volume:
+    return {
+        "name": name,
+        "projected": {
+            "sources": [
+                {
+                    "serviceAccountToken": {
+                        "audience": audience,
+                        "expirationSeconds": SA_TOKEN_SECONDS,
+                        "path": "token",
+                    }
+                }
+            ]
+        },
+    }
+
+
+def _sidecar(
+    *, spec: InjectionSpec, config: ClusterConfig, env: list[EnvVar], volumes: list[Volume]
+) -> Container:
+    mounts: list[VolumeMount] = [
+        {"name": TOKEN_VOLUME, "mountPath": spec.mount_path},
+        {"name": STATE_VOLUME, "mountPath": STATE_DIR},
+    ]
+    names = {v["name"] for v in volumes}
+    for kind in _secret_refs(spec):
+        mounts.append(
+            {
+                "name": SECRET_VOLUMES[kind],
+                "mountPath": f"{CREDENTIALS_DIR}/{kind}",
+                "readOnly": True,
+            }
+        )
+    if SA_TOKEN_VOLUME in names:
+        mounts.append(
+            {
+                "name": SA_TOKEN_VOLUME,
+                "mountPath": f"{CREDENTIALS_DIR}/serviceaccount",
+                "readOnly": True,
+            }
+        )
+    if REPORT_TOKEN_VOLUME in names:
+        mounts.append(
+            {
+                "name": REPORT_TOKEN_VOLUME,
+                "mountPath": f"{CREDENTIALS_DIR}/report",
+                "readOnly": True,
+            }
+        )
+    port = config.sidecar.port
+    return {
+        "name": SIDECAR_NAME,
+        "image": config.sidecar.image,
+        "imagePullPolicy": config.sidecar.image_pull_policy,
+        # A native sidecar (KEP-753): started before the app containers, kept running
+        # beside them, and not waited for when a Job's containers finish.
+        "restartPolicy": "Always",
+        "env": env,
+        "volumeMounts": mounts,
+        # The app containers start only once a valid token is on disk, so they never
+        # crash-loop waiting for the first one; 60 s covers a slow IdP at pod start.
+        "startupProbe": _probe("/readyz", port, period=1, failures=60),
+        "readinessProbe": _probe("/readyz", port, period=10, failures=3),
+        "livenessProbe": _probe("/healthz", port, period=10, failures=3),
+        "resources": {kind: dict(amounts) for kind, amounts in config.sidecar.resources.items()},
+        # Pod Security Standards "restricted", whatever the pod itself declares.
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": SIDECAR_UID,
+            "runAsGroup": SIDECAR_UID,
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"]},
+            "readOnlyRootFilesystem": True,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+    }
+
+
+def _append(
+    ops: list[JsonPatchOp], path: str, existing: list[Any] | None, items: list[Any]
+) -> None:
+    # RFC 6902 cannot append to an array that is not there: add the whole array instead.
+    if existing is None:
+        ops.append({"op": "add", "path": path, "value": items})
+    else:
+        ops.extend({"op": "add", "path": f"{path}/-", "value": item} for item in items)
+
+
+def _conflicts(
+    *, pod: Pod, spec: InjectionSpec, targets: list[tuple[str, int, Container]]
+) -> list[str]:
+    problems: list[str] = []
+    ours = {
+        TOKEN_VOLUME,
+        STATE_VOLUME,
+        SA_TOKEN_VOLUME,
+        REPORT_TOKEN_VOLUME,
+        *SECRET_VOLUMES.values(),
+    }
+    for volume in pod.get("spec", {}).get("volumes") or []:
+        if volume.get("name") in ours:
+            problems.append(
+                f"spec.volumes: the pod already has a volume named {volume.get('name')}, "
+                "which the token-refresher sidecar needs; rename it"
+            )
+    for container in pod.get("spec", {}).get("containers") or []:
+        if container.get("name") == SIDECAR_NAME:
+            problems.append(
+                f"spec.containers: the name {SIDECAR_NAME} is reserved for the sidecar; "
+                "rename the container"
+            )
+    for _, _, container in targets:
+        for mount in container.get("volumeMounts") or []:
+            if mount.get("mountPath", "").rstrip("/") == spec.mount_path:
+                problems.append(
+                    f"{annotation('mount-path')}: container {container.get('name')!r} already "
+                    f"mounts a volume at {spec.mount_path}; choose another directory"
+                )
+    return problems
+
+
+def build_patch(
+    *,
+    pod: Pod,
+    namespace: str,
+    config: ClusterConfig,
+    operator_namespace: str,
+    report_audience: str,
+) -> list[JsonPatchOp]:
+    """The JSON Patch that injects the sidecar, [] when none is due, or AnnotationError."""
+    if skip_reason(pod=pod, namespace=namespace, operator_namespace=operator_namespace):
+        return []
+    pod_spec = pod.get("spec", {})
+    containers = pod_spec.get("containers") or []
+    init_containers = pod_spec.get("initContainers") or []
+    spec = parse(
+        annotations=pod.get("metadata", {}).get("annotations"),
+        defaults=config.defaults,
+        containers=[c.get("name", "") for c in containers],
+        init_containers=[c.get("name", "") for c in init_containers],
+    )
+    env = render_env(spec=spec, config=config, report_audience=report_audience)
+    check_env(env)
+
+    selected = spec.containers
+    targets = [
+        ("containers", i, c)
+        for i, c in enumerate(containers)
+        if selected is None or c.get("name") in selected
+    ] + [
+        ("initContainers", i, c)
+        for i, c in enumerate(init_containers)
+        if selected is not None and c.get("name") in selected
+    ]
+    problems = _conflicts(pod=pod, spec=spec, targets=targets)
+    if problems:
+        raise AnnotationError(problems)
+
+    volumes = _volumes(spec=spec, config=config, pod=pod, report_audience=report_audience)
+    sidecar = _sidecar(spec=spec, config=config, env=env, volumes=volumes)
+    ops: list[JsonPatchOp] = []
+
+    annotations = pod.get("metadata", {}).get("annotations")
+    if annotations is None:
+        ops.append({"op": "add", "path": "/metadata/annotations", "value": {INJECTED: "true"}})
+    else:
+        ops.append(
+            {"op": "add", "path": f"/metadata/annotations/{escape(INJECTED)}", "value": "true"}
+        )
+
+    _append(ops, "/spec/volumes", pod_spec.get("volumes"), list(volumes))
+
+    mount: VolumeMount = {"name": TOKEN_VOLUME, "mountPath": spec.mount_path, "readOnly": True}
+    token_env: EnvVar = {"name": "TOKEN_FILE", "value": spec.token_file}
+    for kind, index, container in targets:
+        base = f"/spec/{kind}/{index}"
+        _append(ops, f"{base}/volumeMounts", container.get("volumeMounts"), [dict(mount)])
+        # A TOKEN_FILE the author set on purpose wins over ours.
+        if not any(var.get("name") == "TOKEN_FILE" for var in container.get("env") or []):
+            _append(ops, f"{base}/env", container.get("env"), [dict(token_env)])
+
+    # Last, so the init container indices above still point where they did: the sidecar
+    # goes first, so that init containers after it can already read the token.
+    if pod_spec.get("initContainers") is None:
+        ops.append({"op": "add", "path": "/spec/initContainers", "value": [sidecar]})
+    else:
+        ops.append({"op": "add", "path": "/spec/initContainers/0", "value": sidecar})
+    return copy.deepcopy(ops)

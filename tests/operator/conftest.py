@@ -1,0 +1,220 @@
+"""The `operator` fixture: the real console script in DEV mode against the test cluster.
+
+`token-refresher-operator` runs as a subprocess (its own process group) with free ports on
+127.0.0.1 and KUBECONFIG pointing at the `cluster` fixture. In DEV mode it serves a
+self-signed `/mutate` and registers the MutatingWebhookConfiguration
+`token-refresher-dev` itself; the fixture waits for that configuration to point at this
+process's port, and for the port to listen, saying what it waits for. Its log is kept in
+a file: the admission-call lines in it are how tests prove which pods reached the webhook.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.controlplane import ControlPlane, free_port, stop_process
+
+DEV_CONFIGURATION = "token-refresher-dev"
+OPERATOR_NAMESPACE = "token-refresher"
+SIDECAR_IMAGE = "registry.test/token-refresher:test"
+_ADMISSION = re.compile(r"admission request (\d+): (\S+) (\S+) (\S*)/(\S+?)( \(dry run\))?$")
+
+
+def _say(msg: str) -> None:
+    print(f"[operator fixture {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+@dataclass(frozen=True)
+class AdmissionCall:
+    """One line `admission request N: CREATE pods ns/name` of the operator's log."""
+
+    number: int
+    operation: str
+    resource: str
+    namespace: str
+    name: str
+    dry_run: bool
+
+
+@dataclass
+class OperatorProcess:
+    """A running `token-refresher-operator --dev`; see the module docstring."""
+
+    proc: subprocess.Popen[bytes]
+    cluster: ControlPlane
+    workdir: Path
+    log_file: Path
+    config_file: Path
+    webhook_port: int
+    report_port: int
+    health_port: int
+    namespace: str = OPERATOR_NAMESPACE
+
+    def log(self) -> str:
+        return self.log_file.read_text(errors="replace")
+
+    def admission_calls(self) -> list[AdmissionCall]:
+        calls = []
+        for line in self.log().splitlines():
+            m = _ADMISSION.search(line)
+            if m:
+                calls.append(
+                    AdmissionCall(int(m[1]), m[2], m[3], m[4], m[5], dry_run=m[6] is not None)
+                )
+        return calls
+
+    def calls_for(self, namespace: str, name: str) -> list[AdmissionCall]:
+        return [c for c in self.admission_calls() if (c.namespace, c.name) == (namespace, name)]
+
+    def wait_for(self, what: str, check: Callable[[], Any], *, timeout: float = 30.0) -> Any:
+        """Poll `check` until it returns something truthy; fail with the log tail."""
+        deadline = time.monotonic() + timeout
+        next_note = time.monotonic() + 5
+        while True:
+            if self.proc.poll() is not None:
+                raise AssertionError(
+                    f"operator exited ({self.proc.returncode}) while waiting for {what}:\n"
+                    f"{self.log()[-4000:]}"
+                )
+            result = check()
+            if result:
+                return result
+            now = time.monotonic()
+            if now > deadline:
+                raise AssertionError(
+                    f"timed out after {timeout:.0f} s waiting for {what}; operator log tail:\n"
+                    f"{self.log()[-4000:]}"
+                )
+            if now > next_note:
+                _say(f"waiting for {what}: {deadline - now:.0f} s left")
+                next_note = now + 5
+            time.sleep(0.2)
+
+    def health(self) -> dict[str, Any]:
+        """kopf's liveness endpoint: probe results, among them `admission` counters."""
+        url = f"http://127.0.0.1:{self.health_port}/healthz"
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            result: dict[str, Any] = json.load(resp)
+            return result
+
+    def webhook_configuration(self) -> dict[str, Any] | None:
+        proc = self.cluster.kubectl(
+            "get", "mutatingwebhookconfiguration", DEV_CONFIGURATION, "-o", "json", check=False
+        )
+        return json.loads(proc.stdout) if proc.returncode == 0 else None
+
+    def registered(self) -> bool:
+        """The dev webhook configuration exists and points at this process."""
+        body = self.webhook_configuration()
+        want = f"https://127.0.0.1:{self.webhook_port}/mutate"
+        return bool(body) and body["webhooks"][0]["clientConfig"].get("url") == want  # type: ignore[index]
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def start_operator(
+    cluster: ControlPlane, workdir: Path, *, config: str | None = None, timeout: float = 60.0
+) -> OperatorProcess:
+    """Start the operator in DEV mode and wait until the apiserver can call it."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    config_file = workdir / "config.yaml"
+    config_file.write_text(
+        config
+        if config is not None
+        else f"defaults:\n  format: raw\nsidecar:\n  image: {SIDECAR_IMAGE}\n  port: 8099\n"
+    )
+    log_file = workdir / "operator.log"
+    webhook_port, report_port, health_port = free_port(), free_port(), free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TOKEN_REFRESHER_OPERATOR_")}
+    env.update(
+        {
+            "KUBECONFIG": str(cluster.kubeconfig),
+            "PYTHONUNBUFFERED": "1",
+            "TOKEN_REFRESHER_OPERATOR_DEV": "true",
+            "TOKEN_REFRESHER_OPERATOR_NAMESPACE": OPERATOR_NAMESPACE,
+            "TOKEN_REFRESHER_OPERATOR_LISTEN_HOST": "127.0.0.1",
+            "TOKEN_REFRESHER_OPERATOR_WEBHOOK_PORT": str(webhook_port),
+            "TOKEN_REFRESHER_OPERATOR_REPORT_PORT": str(report_port),
+            "TOKEN_REFRESHER_OPERATOR_HEALTH_PORT": str(health_port),
+            "TOKEN_REFRESHER_OPERATOR_CONFIG_FILE": str(config_file),
+        }
+    )
+    script = Path(sys.executable).with_name("token-refresher-operator")
+    _say(f"starting {script.name} (DEV, webhook port {webhook_port}); log: {log_file}")
+    with log_file.open("wb") as log:
+        proc = subprocess.Popen(
+            [str(script)],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    op = OperatorProcess(
+        proc=proc,
+        cluster=cluster,
+        workdir=workdir,
+        log_file=log_file,
+        config_file=config_file,
+        webhook_port=webhook_port,
+        report_port=report_port,
+        health_port=health_port,
+    )
+    try:
+        op.wait_for(
+            f"MutatingWebhookConfiguration {DEV_CONFIGURATION} -> 127.0.0.1:{webhook_port}",
+            op.registered,
+            timeout=timeout,
+        )
+        op.wait_for(f"webhook port {webhook_port} to listen", lambda: _listening(webhook_port))
+        op.wait_for(f"health port {health_port} to listen", lambda: _listening(health_port))
+    except BaseException:
+        stop_operator(op)
+        raise
+    _say("operator ready")
+    return op
+
+
+def stop_operator(op: OperatorProcess) -> None:
+    # SIGTERM to the process group: kopf runs its cleanup (DEV: deletes the webhook
+    # configuration) and the report endpoint drains; that takes a few seconds.
+    stop_process(op.proc, grace=20.0)
+
+
+@pytest.fixture(scope="session")
+def operator(
+    cluster: ControlPlane, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[OperatorProcess]:
+    cluster.kubectl("create", "namespace", OPERATOR_NAMESPACE, check=False)
+    op = start_operator(cluster, tmp_path_factory.mktemp("operator"))
+    try:
+        yield op
+    finally:
+        stop_operator(op)
+
+
+@pytest.fixture
+def namespace(cluster: ControlPlane) -> str:
+    """A fresh namespace with a `default` ServiceAccount (no controller-manager makes one)."""
+    name = f"t-{uuid.uuid4().hex[:8]}"
+    cluster.kubectl("create", "namespace", name)
+    cluster.kubectl("-n", name, "create", "serviceaccount", "default")
+    return name

@@ -1,0 +1,50 @@
+"""SidecarNotInjected: which pods get it, and only once each."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import kopf
+import pytest
+
+from token_refresher_operator import safetynet
+from token_refresher_operator.safetynet import SidecarWatch, not_injected_message
+
+
+def pod(*, annotated: bool = True, sidecar: bool = False, ns: str = "apps") -> dict[str, Any]:
+    annotations = {"token-refresher.io/inject": "true"} if annotated else {}
+    init = [{"name": "token-refresher", "image": "x"}] if sidecar else []
+    return {
+        "metadata": {"name": "p", "namespace": ns, "uid": f"uid-{ns}", "annotations": annotations},
+        "spec": {"containers": [{"name": "app"}], "initContainers": init},
+    }
+
+
+def test_only_annotated_pods_without_the_sidecar_are_warned_about() -> None:
+    assert not_injected_message(pod=pod(annotated=False), operator_namespace="tr") is None
+    assert not_injected_message(pod=pod(sidecar=True), operator_namespace="tr") is None
+    message = not_injected_message(pod=pod(), operator_namespace="tr")
+    assert message is not None
+    assert "without the token-refresher sidecar, so it gets no token" in message
+
+
+def test_excluded_namespaces_are_explained() -> None:
+    message = not_injected_message(pod=pod(ns="kube-system"), operator_namespace="tr")
+    assert message is not None
+    assert message.endswith("pods in namespace kube-system are never injected")
+
+
+async def test_one_event_per_pod(monkeypatch: pytest.MonkeyPatch) -> None:
+    posted: list[tuple[str, str]] = []
+
+    def warn(body: Any, *, reason: str, message: str) -> None:
+        posted.append((body["metadata"]["uid"], reason))
+
+    monkeypatch.setattr(safetynet.kopf, "warn", warn)
+    watch = SidecarWatch(operator_namespace="tr")
+    for event in (None, "MODIFIED", "MODIFIED"):
+        await watch.on_pod(body=kopf.Body(pod()), type=event)
+    await watch.on_pod(body=kopf.Body(pod(sidecar=True, ns="other")), type="ADDED")
+    assert posted == [("uid-apps", "SidecarNotInjected")]
+    await watch.on_pod(body=kopf.Body(pod()), type="DELETED")
+    assert watch.warned == {}
