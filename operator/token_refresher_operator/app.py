@@ -96,22 +96,30 @@ def _configure_logging(level: str) -> None:
     logging.getLogger().setLevel(level.upper())
 
 
-async def _serve_reports(
+async def _start_reports(
     *, settings: OperatorSettings, stop: asyncio.Event, api_client: Any, tls: tuple[Path, Path]
-) -> None:
-    try:
-        from token_refresher_operator.report import serve_reports
-    except ImportError as exc:  # pragma: no cover - only while report.py is being written
-        logger.warning("report endpoint not started: %s", exc)
-        await stop.wait()
-        return
-    await serve_reports(
-        settings=settings,
-        stop=stop,
-        api_client=api_client,
-        cert_file=tls[0],
-        key_file=tls[1],
+) -> asyncio.Task[None]:
+    """Start the report endpoint; return once it listens (or raise why it cannot)."""
+    from token_refresher_operator.report import serve_reports
+
+    started = asyncio.Event()
+    task = asyncio.create_task(
+        serve_reports(
+            settings=settings,
+            stop=stop,
+            api_client=api_client,
+            cert_file=tls[0],
+            key_file=tls[1],
+            started=started,
+        ),
+        name="report endpoint",
     )
+    waiter = asyncio.create_task(started.wait())
+    await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+    waiter.cancel()
+    if task.done():
+        task.result()  # raises what stopped it (a port in use, unreadable certificates)
+    return task
 
 
 async def run(*, settings: OperatorSettings, config: ClusterConfig) -> None:
@@ -194,11 +202,22 @@ async def run(*, settings: OperatorSettings, config: ClusterConfig) -> None:
         )
         stop_reports = asyncio.Event()
         stop_kopf = asyncio.Event()
-        reports = asyncio.create_task(
-            _serve_reports(settings=settings, stop=stop_reports, api_client=api_client, tls=tls),
-            name="report endpoint",
+        # Started (and listening) before kopf: kopf treats tasks that appear while it runs
+        # as its own and cancels them at exit after 5 s, which would cut the report
+        # endpoint's drain short.
+        reports = await _start_reports(
+            settings=settings, stop=stop_reports, api_client=api_client, tls=tls
         )
         reports.add_done_callback(lambda _: stop_kopf.set())
+
+        async def stopping(**_: Any) -> None:
+            # kopf is stopping (a signal, most likely): let the report endpoint drain
+            # meanwhile, and raise kopf's own stop flag, whose waiter task kopf would
+            # otherwise leave pending and then wait 5 s for as a "hung" task.
+            stop_reports.set()
+            stop_kopf.set()
+
+        kopf.on.cleanup(registry=registry, id="stop-report-endpoint")(stopping)
         try:
             await kopf.operator(
                 registry=registry,
