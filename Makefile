@@ -6,7 +6,7 @@ test:
 	hack/check.sh
 
 demo:
-	hack/demo.sh
+	hack/demo.sh $(ARGS)
 
 bench:
 	hack/bench.sh

@@ -14,8 +14,8 @@ if [ "${1:-}" = "--lint-only" ]; then lint_only=1; shift; fi
 
 hack/venv.sh || exit 1
 say "ruff"
-.venv/bin/ruff check sidecar operator tests || exit 1
-.venv/bin/ruff format --check sidecar operator tests || exit 1
+.venv/bin/ruff check sidecar operator tests hack || exit 1
+.venv/bin/ruff format --check sidecar operator tests hack || exit 1
 say "mypy (strict)"
 .venv/bin/mypy || exit 1
 [ "$lint_only" = 1 ] && exit 0

@@ -192,6 +192,7 @@ class ControlPlane:
 
     def start(self, *, timeout: float = 60.0) -> ControlPlane:
         self.tools.need("etcd", "kube_apiserver", "kubectl")
+        self.workdir.mkdir(parents=True, exist_ok=True)
         try:
             self._write_pki()
             self._start_etcd(timeout=timeout)

@@ -105,6 +105,14 @@ def _materialise(
         return
     if "projected" in volume:
         for source in volume["projected"]["sources"]:
+            if "configMap" in source:
+                _config_map(cluster, ns, source["configMap"], folder)
+                continue
+            if "downwardAPI" in source:
+                for item in source["downwardAPI"].get("items", []):
+                    value = _field_ref(pod, item["fieldRef"]["fieldPath"])
+                    (folder / item["path"]).write_text(value)
+                continue
             sat = source.get("serviceAccountToken")
             if sat is None:
                 raise AssertionError(f"projected source {source} is not supported")
@@ -119,6 +127,17 @@ def _materialise(
             (folder / sat["path"]).write_text(cluster.kubectl(*args).stdout.strip())
         return
     raise AssertionError(f"volume {volume['name']} of an unsupported kind")
+
+
+def _config_map(cluster: ControlPlane, ns: str, src: dict[str, Any], folder: Path) -> None:
+    got = cluster.kubectl("-n", ns, "get", "configmap", src["name"], "-o", "json", check=False)
+    if got.returncode != 0:
+        # kube-root-ca.crt is published by the controller-manager, which does not run here;
+        # the sidecar never talks to the apiserver, so its absence changes nothing.
+        return
+    data = json.loads(got.stdout).get("data", {})
+    for item in src.get("items") or [{"key": k, "path": k} for k in data]:
+        (folder / item["path"]).write_text(data[item["key"]])
 
 
 def prepare_sidecar(

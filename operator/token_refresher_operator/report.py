@@ -33,7 +33,15 @@ from pathlib import Path
 from typing import Annotated, Any, Final, Protocol, TypedDict
 
 from aiohttp import web
-from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+)
 
 from .annotations import INJECTED
 from .errors import OperatorError
@@ -106,6 +114,12 @@ class Report(BaseModel):
     description: Annotated[str, AfterValidator(_clean)] = Field("", max_length=4096)
     consecutive_failures: int = Field(0, ge=0, le=2**31 - 1)
     since: AwareDatetime | None = None
+
+    @field_validator("description", mode="before")
+    @classmethod
+    def _no_description(cls, value: object) -> object:
+        # A recovery has no error to describe: the sidecar sends null, which means "".
+        return "" if value is None else value
 
 
 class ReportInvalid(OperatorError):
