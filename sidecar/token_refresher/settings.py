@@ -148,11 +148,13 @@ class Settings(BaseSettings):
     jitter: float = Field(
         0.1, ge=0, lt=0.5, description="± fraction of the lifetime added at random."
     )
+    # 1 s, not more: the floor wins over expiry, so a floor near the lifetime of short
+    # tokens (5 s ones exist) would refresh them only as they expire.
     min_refresh_interval: float = Field(
-        5.0,
+        1.0,
         ge=0,
-        description="Floor in seconds between refreshes, so a 1-second token cannot "
-        "make a tight loop.",
+        description="Floor in seconds between refreshes, so a token of a second or less "
+        "cannot make a tight loop.",
     )
     default_lifetime: float = Field(
         300.0,
