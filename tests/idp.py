@@ -1,7 +1,8 @@
 """Real identity providers for the tests, run as local processes on 127.0.0.1.
 
-A pytest plugin (`pytest_plugins = ["tests.idp"]`, or `-p tests.idp`). Two IdPs, because
-neither speaks every grant the sidecar supports:
+A pytest plugin, registered by tests/conftest.py (`pytest_plugins = ["tests.idp"]`; by
+hand, `python -m pytest -p tests.idp`). Two IdPs, because neither speaks every grant the
+sidecar supports:
 
 | what                         | oidc-provider (hack/idp, npm)    | Dex v2.41.1 (hack/tools.sh)   |
 |------------------------------|----------------------------------|-------------------------------|
@@ -9,6 +10,8 @@ neither speaks every grant the sidecar supports:
 | refresh_token with rotation  | yes; bootstrap via a test-only   | yes; bootstrap via its        |
 |                              | password grant                   | password grant                |
 | token exchange (RFC 8693)    | no                               | yes, through an oidc connector|
+| jwt-bearer grant (RFC 7523)  | yes, for `trusted_issuers`       | no                            |
+| client auth by SA token      | no (iss and sub must = client_id)| no                            |
 | access tokens                | RFC 9068 JWT, aud = the resource | JWT, aud = the client id      |
 | restart keeps refresh tokens | yes (state in a directory)       | no (memory storage)           |
 
@@ -93,12 +96,9 @@ class OAuthClient:
     client_secret: str | None = None
     grant_types: tuple[str, ...] = ("client_credentials",)
     private_jwk: Mapping[str, Any] | None = None  # the private RSA JWK for private_key_jwt
-    jwks: Mapping[str, Any] | None = None  # public keys, when someone else holds the key
 
     @property
     def public_jwks(self) -> dict[str, Any]:
-        if self.jwks is not None:
-            return dict(self.jwks)
         assert self.private_jwk is not None, f"client {self.client_id} has no key"
         return {"keys": [RSAKey.import_key(dict(self.private_jwk)).as_dict(private=False)]}
 
@@ -126,8 +126,8 @@ class OAuthClient:
         self, token_url: str, *, client_assertion: str | None = None, **params: str
     ) -> dict[str, Any]:
         """Keyword arguments for `httpx2.post(token_url, **kwargs)` as this client;
-        `client_assertion` replaces the self-signed one of private_key_jwt (say, by a
-        Kubernetes service-account token)."""
+        `client_assertion` replaces the fresh one private_key_jwt would sign (to replay
+        one, or send an expired one)."""
         data = dict(params)
         kwargs: dict[str, Any] = {"data": data}
         if self.auth_method == "client_secret_basic":
@@ -379,6 +379,16 @@ class OidcProvider:
             raise IdPHarnessError(
                 f"{IDP_DIR}/node_modules is missing: run hack/venv.sh (it runs `npm ci` there)"
             )
+        keys = self.state_dir / "jwks.json"
+        if not keys.exists():
+            # Started from pytest, Node 20's generateKeyPairSync sometimes never returns
+            # (every thread parked on a futex; one start in ten or so, never from a shell),
+            # so the server gets its signing key from here instead of making one.
+            self.state_dir.mkdir(parents=True, exist_ok=True)
+            key = RSAKey.generate_key(
+                2048, parameters={"kid": uuid.uuid4().hex[:16], "alg": "RS256", "use": "sig"}
+            )
+            keys.write_text(json.dumps({"keys": [key.as_dict(private=True)]}))
         config_path = self.workdir / "oidc-provider.json"
         config_path.write_text(json.dumps(self.config(), indent=2))
         argv = [node, str(IDP_DIR / "oidc-server.mjs"), "--config", str(config_path)]

@@ -95,6 +95,7 @@ function writeJson(path, value) {
   renameSync(`${path}.tmp`, path);
 }
 
+// stateDir/jwks.json if it exists (tests/idp.py writes one), else a new RSA key.
 function signingKeys(stateDir) {
   const path = stateDir && join(stateDir, 'jwks.json');
   if (path && existsSync(path)) return JSON.parse(readFileSync(path, 'utf8'));
