@@ -75,6 +75,8 @@ KEYS = frozenset(
         "mount-path",
         "containers",
         "refresh-ratio",
+        "subject-token-type",
+        "token-params",
     }
 )
 _MARKERS = frozenset({"inject", "injected"})
@@ -123,6 +125,8 @@ class InjectionSpec:
     mount_path: str = DEFAULT_MOUNT_PATH
     containers: tuple[str, ...] | None = None  # None: every app container
     refresh_ratio: str | None = None
+    subject_token_type: str | None = None
+    token_params: str | None = None
 
     @property
     def token_file(self) -> str:
@@ -335,4 +339,6 @@ def parse(
         mount_path=posixpath.normpath(values.get("mount-path", DEFAULT_MOUNT_PATH)),
         containers=selected,
         refresh_ratio=values.get("refresh-ratio"),
+        subject_token_type=values.get("subject-token-type"),
+        token_params=values.get("token-params"),
     )

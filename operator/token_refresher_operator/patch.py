@@ -97,6 +97,8 @@ _ANNOTATION_OF = {
     env_name("output"): "file",
     env_name("format"): "format",
     env_name("refresh_ratio"): "refresh-ratio",
+    env_name("subject_token_type"): "subject-token-type",
+    env_name("token_params"): "token-params",
 }
 _ENV_NAME = re.compile(r"\bTOKEN_REFRESHER_[A-Z_]+\b")
 
@@ -166,6 +168,8 @@ def render_env(*, spec: InjectionSpec, config: ClusterConfig, report_audience: s
     put("output", spec.token_file)
     put("format", spec.format)
     put("refresh_ratio", spec.refresh_ratio)
+    put("subject_token_type", spec.subject_token_type)
+    put("token_params", spec.token_params)
     put("state_file", STATE_FILE)
     put("listen", f"0.0.0.0:{config.sidecar.port}")
     for field, path in (

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Generator
 from typing import Any
+from urllib.parse import parse_qsl
 
 import httpx2
 
@@ -74,7 +75,7 @@ class Credentials:
             params["refresh_token"] = refresh_token
         elif grant is Grant.TOKEN_EXCHANGE:
             params["subject_token"] = self._service_account_token()
-            params["subject_token_type"] = JWT_TOKEN_TYPE
+            params["subject_token_type"] = s.subject_token_type
             if s.requested_token_type:
                 params["requested_token_type"] = s.requested_token_type
         elif grant is Grant.JWT_BEARER:
@@ -83,6 +84,9 @@ class Credentials:
             value = getattr(s, name)
             if value:
                 params[name] = value
+        if s.token_params:
+            # Validated by Settings: never a grant or credential field.
+            params.update(parse_qsl(s.token_params, keep_blank_values=True))
         return params
 
     def client_auth(self, token_endpoint: str) -> httpx2.Auth | None:

@@ -131,6 +131,16 @@ class Settings(BaseSettings):
     requested_token_type: str | None = Field(
         None, description="Token exchange: requested_token_type (RFC 8693 section 2.1)."
     )
+    subject_token_type: str = Field(
+        "urn:ietf:params:oauth:token-type:jwt",
+        description="Token exchange: subject_token_type of the service-account token "
+        "(Dex wants urn:ietf:params:oauth:token-type:id_token).",
+    )
+    token_params: str | None = Field(
+        None,
+        description="Extra form parameters for every token request, URL-encoded "
+        "(e.g. connector_id=kubernetes for Dex's token exchange).",
+    )
     output: Path = Field(
         Path("/var/run/secrets/token-refresher/token"), description="Path of the token file."
     )
@@ -219,6 +229,32 @@ class Settings(BaseSettings):
                 return int(value, 8)
             except ValueError:
                 raise ValueError("must be an octal file mode such as 0444 or 0440") from None
+        return value
+
+    @field_validator("token_params")
+    @classmethod
+    def _form(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        from urllib.parse import parse_qsl
+
+        try:
+            pairs = parse_qsl(value, keep_blank_values=True, strict_parsing=True)
+        except ValueError:
+            raise ValueError("must be URL-encoded name=value pairs joined by &") from None
+        reserved = {
+            "grant_type",
+            "client_secret",
+            "client_assertion",
+            "refresh_token",
+            "subject_token",
+            "assertion",
+        } & {k for k, _ in pairs}
+        if reserved:
+            raise ValueError(
+                f"must not set {', '.join(sorted(reserved))}: the grant and client "
+                "authentication set those"
+            )
         return value
 
     @field_validator("listen")
