@@ -27,7 +27,7 @@ from .logs import get_logger
 from .metrics import Metrics, Outcome
 from .redact import redactor
 from .report import Reporter
-from .schedule import Random, next_refresh, permanent_delay, retry_delay
+from .schedule import Random, first_refresh, next_refresh, permanent_delay, retry_delay
 from .settings import Settings
 from .source import TokenSource
 from .tokens import Token
@@ -193,11 +193,14 @@ class Refresher:
         self._had_token = True
         self._expired = False
         recovered_after = self.consecutive_failures
+        # The first token of the process is refreshed from a wider window: pods started
+        # together (a rollout, a node drain) must not stay together (schedule.first_refresh).
+        plan = first_refresh if self.refresh_count == 0 else next_refresh
         self.refresh_count += 1
         self.consecutive_failures = 0
         self._failing_since = None
         self._last_success = self.clock.time()
-        self._next_mono = next_refresh(
+        self._next_mono = plan(
             token.received_mono,
             token.lifetime,
             ratio=self.settings.refresh_ratio,

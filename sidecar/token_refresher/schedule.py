@@ -2,9 +2,10 @@
 
 All instants here are on the monotonic clock (see `clock`). The refresher asks two
 questions: "I just got a token that lives `lifetime` seconds — when do I refresh it?"
-(`next_refresh`) and "my n-th attempt in a row failed — how long do I wait?"
-(`retry_delay`, `permanent_delay`). Randomness is passed in as a function returning a
-float in [0, 1), so tests can pin it and production spreads pods apart.
+(`next_refresh`; `first_refresh` for the first token of the process) and "my n-th
+attempt in a row failed — how long do I wait?" (`retry_delay`, `permanent_delay`).
+Randomness is passed in as a function returning a float in [0, 1), so tests can pin it
+and production spreads pods apart.
 """
 
 from __future__ import annotations
@@ -14,9 +15,11 @@ from datetime import UTC
 from email.utils import parsedate_to_datetime
 
 __all__ = [
+    "EARLIEST_FIRST_FRACTION",
     "LATEST_FRACTION",
     "RETRY_AFTER_CAP",
     "Random",
+    "first_refresh",
     "next_refresh",
     "parse_retry_after",
     "permanent_delay",
@@ -28,6 +31,11 @@ Random = Callable[[], float]
 # Never plan the refresh later than this fraction of the lifetime, whatever
 # REFRESH_RATIO + JITTER add up to (0.9 + 0.2 would otherwise land after expiry).
 LATEST_FRACTION = 0.95
+
+# The start-up window of `first_refresh` reaches no lower than this fraction of the
+# lifetime (unless the normal window itself does): a token is not refreshed moments
+# after it came.
+EARLIEST_FIRST_FRACTION = 0.05
 
 # A Retry-After is honoured, but one saying "next week" (or a date parsed wrongly) must
 # not park the sidecar: beyond an hour we retry anyway.
@@ -51,6 +59,37 @@ def next_refresh(
     endpoint handing out 1-second tokens must not turn every pod into a tight loop.
     """
     offset = lifetime * ratio + lifetime * jitter * (2.0 * random() - 1.0)
+    offset = min(offset, lifetime * LATEST_FRACTION)
+    offset = max(offset, min_interval)
+    return received + offset
+
+
+def first_refresh(
+    received: float,
+    lifetime: float,
+    *,
+    ratio: float,
+    jitter: float,
+    min_interval: float,
+    random: Random,
+) -> float:
+    """The instant to refresh the first token a process received: `next_refresh` for a
+    fleet that started together.
+
+    The pods of a rollout, a node drain or a cluster restart start within seconds of each
+    other, and `next_refresh` alone would keep them together: their first refreshes land
+    within ±`jitter` of `ratio` * lifetime, and later cycles spread them only as a random
+    walk (another ±jitter per cycle), so the IdP sees a peak several times the fleet's
+    mean rate for many cycles (docs/benchmarks.md, "Fleet refresh spread"). Drawing the
+    first refresh uniformly from the wider window
+    [max(EARLIEST_FIRST_FRACTION, ratio - jitter - ratio/2), ratio + jitter] * lifetime
+    spreads the fleet over about half a lifetime at once. The window always holds the
+    normal one; it costs each process at most one earlier refresh, once; the same floor
+    and ceiling as `next_refresh` apply.
+    """
+    high = ratio + jitter
+    low = min(max(EARLIEST_FIRST_FRACTION, ratio - jitter - ratio / 2.0), ratio - jitter)
+    offset = lifetime * (low + (high - low) * random())
     offset = min(offset, lifetime * LATEST_FRACTION)
     offset = max(offset, min_interval)
     return received + offset

@@ -186,8 +186,9 @@ async def test_expired_token_is_removed_and_not_ready(make_settings, idp, clock,
         assert not r.settings.output.exists()
         assert not r.ready
     retries = [s.at - received for s in idp.posts[1:]]
-    # First planned refresh at 42 s (0.7 x 60); retries get denser towards 60 s...
-    assert retries[0] == 42
+    # First planned refresh at 31.5 s (the middle of the first token's start-up window,
+    # 0.25..0.8 x 60); retries get denser towards 60 s...
+    assert retries[0] == pytest.approx(31.5)
     assert sum(1 for t in retries if t < 60) >= 5
     # ...but never closer than the floor (half the initial backoff).
     assert min(gaps(idp)) >= 0.5
@@ -210,7 +211,9 @@ async def test_refreshes_follow_the_ratio_on_the_monotonic_clock(
 ) -> None:
     async with refresher(make_settings(), idp, clock, half) as r:
         await drive(r, lambda: len(idp.posts) == 3)
-    assert gaps(idp) == [2520.0, 2520.0]
+    # The first token of the process is refreshed from the wider start-up window
+    # (0.25..0.8 x 3600, drawn at its middle), every later one at 0.7 x 3600.
+    assert gaps(idp) == [1890.0, 2520.0]
 
 
 async def test_a_wall_clock_jump_neither_stampedes_nor_expires(
@@ -226,7 +229,7 @@ async def test_a_wall_clock_jump_neither_stampedes_nor_expires(
         assert r.ready
         assert r.next_refresh_in == planned
         await drive(r, lambda: len(idp.posts) == 2)
-    assert gaps(idp) == [2520.0]
+    assert gaps(idp) == [1890.0]  # the first token's start-up window, drawn at its middle
 
 
 async def test_json_output_and_status_expiry_follow_receipt(

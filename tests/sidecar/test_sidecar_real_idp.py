@@ -53,7 +53,8 @@ async def test_client_credentials_through_discovery(
     assert claims is not None
     assert claims["aud"] == idp.resource
     assert status["token_endpoint"] == idp.token_url
-    assert 35 < refresher.next_refresh_in <= 48  # expires_in 60: 0.7 ± 0.1 of it
+    # expires_in 60, the first token of the process: its start-up window, 0.25..0.8 of it
+    assert 14 < refresher.next_refresh_in <= 48
 
 
 async def test_short_lived_tokens_are_refreshed_before_they_expire(

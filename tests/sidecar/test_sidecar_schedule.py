@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from sidecar_fakes import drive
 
+from token_refresher import Refresher
 from token_refresher.schedule import (
+    EARLIEST_FIRST_FRACTION,
     LATEST_FRACTION,
     RETRY_AFTER_CAP,
+    first_refresh,
     next_refresh,
     parse_retry_after,
     permanent_delay,
@@ -59,6 +65,69 @@ def test_ratio_plus_jitter_beyond_one_still_refreshes_before_expiry() -> None:
 def test_one_second_token_is_refreshed_no_sooner_than_the_floor() -> None:
     at = next_refresh(50.0, 1, ratio=0.7, jitter=0.1, min_interval=5, random=fixed(0.5))
     assert at == 55.0
+
+
+def test_first_refresh_is_drawn_from_the_wider_start_up_window() -> None:
+    # ratio 0.7, jitter 0.1: [0.7 - 0.1 - 0.35, 0.7 + 0.1] = [0.25, 0.8] of the lifetime.
+    def at(draw: float) -> float:
+        return first_refresh(100.0, 1000, ratio=0.7, jitter=0.1, min_interval=1, random=fixed(draw))
+
+    assert at(0.0) == pytest.approx(100 + 250)
+    assert at(0.5) == pytest.approx(100 + 525)
+    assert at(0.999999) == pytest.approx(100 + 800, abs=0.01)
+
+
+def test_first_refresh_window_never_starts_before_the_earliest_fraction() -> None:
+    # ratio 0.2, jitter 0.1: 0.2 - 0.1 - 0.1 = 0 would refresh right after receipt.
+    low = first_refresh(0.0, 1000, ratio=0.2, jitter=0.1, min_interval=0, random=fixed(0.0))
+    assert low == pytest.approx(1000 * EARLIEST_FIRST_FRACTION)
+
+
+def test_first_refresh_window_holds_the_normal_one() -> None:
+    # ratio 0.06, jitter 0.05: the normal window opens at 0.01, below the earliest fraction.
+    low = first_refresh(0.0, 1000, ratio=0.06, jitter=0.05, min_interval=0, random=fixed(0.0))
+    assert low == pytest.approx(10)
+
+
+def test_first_refresh_keeps_the_floor_and_the_ceiling() -> None:
+    one_second = first_refresh(50.0, 1, ratio=0.7, jitter=0.1, min_interval=5, random=fixed(0.5))
+    assert one_second == 55.0
+    late = first_refresh(0.0, 100, ratio=0.9, jitter=0.4, min_interval=0, random=fixed(0.99))
+    assert late == pytest.approx(100 * LATEST_FRACTION)
+
+
+@given(
+    lifetime=st.floats(min_value=0.001, max_value=400 * 86400),
+    ratio=st.floats(min_value=0.01, max_value=0.99),
+    jitter=st.floats(min_value=0.0, max_value=0.49),
+    min_interval=st.floats(min_value=0.0, max_value=60),
+    draw=st.floats(min_value=0.0, max_value=0.999999),
+)
+def test_first_refresh_is_within_its_window_and_before_expiry(
+    lifetime: float, ratio: float, jitter: float, min_interval: float, draw: float
+) -> None:
+    at = first_refresh(
+        0.0, lifetime, ratio=ratio, jitter=jitter, min_interval=min_interval, random=fixed(draw)
+    )
+    # The window holds the normal one, [ratio - jitter, ratio + jitter].
+    low = min(max(EARLIEST_FIRST_FRACTION, ratio / 2 - jitter), ratio - jitter) * lifetime
+    high = min(ratio + jitter, LATEST_FRACTION) * lifetime
+    assert at >= min_interval
+    assert at <= max(high, min_interval) * (1 + 1e-9)
+    assert at >= min(low, high) * (1 - 1e-9)
+
+
+async def test_only_the_first_token_of_the_process_uses_the_start_up_window(
+    make_settings, idp, clock
+) -> None:
+    # Draws at 0: the start-up window opens at 0.25 x 3600 = 900 s, the normal one at
+    # (0.7 - 0.1) x 3600 = 2160 s, for the second token and every later one.
+    async with Refresher(
+        make_settings(), transport=idp.transport, clock=clock, random=fixed(0.0)
+    ) as r:
+        await drive(r, lambda: len(idp.posts) == 4)
+    gaps = [round(b.at - a.at, 6) for a, b in itertools.pairwise(idp.posts)]
+    assert gaps == [900.0, 2160.0, 2160.0]
 
 
 def test_backoff_grows_exponentially_and_is_capped() -> None:

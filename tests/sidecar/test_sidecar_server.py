@@ -87,7 +87,7 @@ async def test_metrics_are_prometheus_text(served) -> None:
         "token_refresher_token_expiry_timestamp_seconds 1.8000036e+09",
         "token_refresher_last_success_timestamp_seconds 1.8e+09",
         "token_refresher_consecutive_failures 0.0",
-        "token_refresher_next_refresh_timestamp_seconds 1.80000252e+09",
+        "token_refresher_next_refresh_timestamp_seconds 1.80000189e+09",
     ):
         assert name in text
 
