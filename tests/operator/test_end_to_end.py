@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import secrets_in
 from tests.controlplane import ControlPlane, stop_process
 from tests.idp import OidcProvider, OidcProviderFactory
 from tests.operator.conftest import OperatorProcess
@@ -163,6 +164,9 @@ def test_an_idp_outage_reaches_the_pod_as_events(
     )
     assert recovered["type"] == "Normal"
     assert token_file.exists()
+    # The whole run logged no credential: neither the sidecar nor the operator.
+    assert not secrets_in((tmp_path / "sidecar.log").read_text())
+    assert not secrets_in(operator.log())
 
 
 def test_a_revoked_client_reaches_the_pod_with_the_idps_error(
