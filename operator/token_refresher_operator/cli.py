@@ -12,15 +12,12 @@ import asyncio
 import sys
 from collections.abc import Sequence
 
-from token_refresher_operator.config import (
-    ENV_PREFIX,
-    OperatorSettings,
-    load_cluster_config,
-    load_settings,
-)
-from token_refresher_operator.errors import ConfigError
-
 __all__ = ["main"]
+
+_MISSING_EXTRA = (
+    "token-refresher-operator: the operator's dependencies are not installed ({}); "
+    "install them with: pip install 'token-refresher[operator]'"
+)
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -28,6 +25,8 @@ EXIT_CONFIG = 2
 
 
 def _epilog() -> str:
+    from token_refresher_operator.config import ENV_PREFIX, OperatorSettings
+
     lines = ["environment (prefix " + ENV_PREFIX + "):"]
     for name, field in OperatorSettings.model_fields.items():
         default = field.default
@@ -36,6 +35,17 @@ def _epilog() -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # The sidecar image ships this script too, without the operator extra: say what to
+    # install instead of a traceback.
+    try:
+        import kopf  # noqa: F401
+        import kubernetes  # noqa: F401
+
+        from token_refresher_operator.config import load_cluster_config, load_settings
+        from token_refresher_operator.errors import ConfigError
+    except ImportError as exc:
+        print(_MISSING_EXTRA.format(exc.name or exc), file=sys.stderr)
+        return EXIT_CONFIG
     parser = argparse.ArgumentParser(
         prog="token-refresher-operator",
         description="Injects the token-refresher sidecar into annotated pods (admission "

@@ -60,3 +60,14 @@ def test_console_script_prints_no_traceback(tmp_path: Path) -> None:
         f"token-refresher-operator: {E}CONFIG_FILE: cannot read {tmp_path / 'missing.yaml'}: "
         "No such file or directory\n"
     )
+
+
+def test_without_the_operator_extra_it_says_what_to_install(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The sidecar image has the script but not kopf: a None entry makes `import kopf` fail.
+    monkeypatch.setitem(sys.modules, "kopf", None)
+    assert main([]) == 2
+    err = capsys.readouterr().err
+    assert "pip install 'token-refresher[operator]'" in err
+    assert "Traceback" not in err
