@@ -1,0 +1,1 @@
+"""Chart tests: rendering, lint, static analysis, and installs into the real test apiserver."""

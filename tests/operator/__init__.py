@@ -1,0 +1,1 @@
+"""Operator tests: the patch builder, webhook, report endpoint, events, and end to end."""
