@@ -8,12 +8,11 @@ one summary line on the way out.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import signal
 import sys
-import textwrap
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
@@ -24,6 +23,9 @@ from .report import Reporter
 from .server import StatusServer, parse_listen
 from .settings import Settings, config_errors, env_name
 
+if TYPE_CHECKING:
+    import argparse
+
 __all__ = ["main", "serve"]
 
 log = get_logger(__name__)
@@ -32,6 +34,9 @@ EXIT_OK, EXIT_NO_TOKEN, EXIT_CONFIG = 0, 1, 2
 
 
 def _parser() -> argparse.ArgumentParser:
+    import argparse
+    import textwrap
+
     lines = ["settings (environment variables; see docs/sidecar.md):"]
     for env, default, description in Settings.describe():
         lines.append(f"  {env}  (default: {default})")
@@ -62,21 +67,25 @@ def _parser() -> argparse.ArgumentParser:
 def load_settings() -> Settings | list[str]:
     """Settings from the environment, or the lines that say what is wrong with them."""
     try:
-        settings = Settings()
+        settings = Settings.from_env()
     except ValidationError as exc:
         return config_errors(exc)
     return check_files(settings) or settings
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    # Every pod starts the daemon without arguments: argparse (and the gettext it pulls
+    # in) would stay resident for a parser that is never used, so only --once and --help
+    # (and mistakes) build one.
+    run_once = bool(argv) and bool(_parser().parse_args(argv).once)
     loaded = load_settings()
     if isinstance(loaded, list):
         for line in loaded:
             print(line, file=sys.stderr)
         return EXIT_CONFIG
     configure(loaded.log_format, loaded.log_level)
-    if args.once:
+    if run_once:
         return asyncio.run(once(loaded))
     return asyncio.run(serve(loaded))
 

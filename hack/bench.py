@@ -1,0 +1,150 @@
+"""`make bench`: what the sidecar costs, what injection costs, how a fleet loads the IdP.
+
+Four measurements, each against the real thing on this machine, in one run
+(the sections live in hack/benchkit/):
+
+1. sidecar  — resident memory after 200 refreshes of 5-second tokens from a real
+              oidc-provider, CPU of an idle sidecar over a minute, and time to the first
+              token file against a bare httpx2 token request from a fresh interpreter;
+              with the full plan, where the memory goes (by package, single imports);
+2. webhook  — pods created per second through a real kube-apiserver with injection
+              (operator in DEV mode) and without, interleaved in the same run; admission
+              latency seen by the client and at /mutate directly; with the full plan,
+              the same through stand-in webhooks, to tell the apiserver's share;
+3. fleet    — 1000 sidecar schedules on a simulated clock, with the sidecar's own
+              scheduling functions: IdP requests per second, peak against mean;
+4. reports  — accepted failure reports per second at the operator's /report endpoint
+              (serve_reports, TokenReview cache) against the real apiserver.
+
+It says what it is doing and how long is left, prints a table with the targets, and
+writes every figure to bench-results.json (--out). --quick runs tiny counts and judges
+nothing (the smoke test runs it). No timing is asserted anywhere: a benchmark reports,
+the tests judge behaviour. Every process started here runs in a session of its own and
+is stopped on the way out, Ctrl-C and SIGTERM included. Method and findings:
+docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(REPO / "hack"), str(REPO)]
+
+from benchkit.cluster import Cluster  # noqa: E402
+from benchkit.common import QUICK, SECTIONS, Plan, Processes, Progress  # noqa: E402
+from benchkit.fleet import bench_fleet  # noqa: E402
+from benchkit.reports import bench_reports  # noqa: E402
+from benchkit.sidecar import bench_sidecar  # noqa: E402
+from benchkit.table import table, verdicts  # noqa: E402
+from benchkit.webhook import bench_webhook  # noqa: E402
+
+
+def estimates(plan: Plan) -> dict[str, float]:
+    """Rough seconds per section on a 2-CPU machine, for the 'how long is left' lines."""
+    return {
+        "fleet": 2.0,
+        "sidecar": max(plan.refreshes * 0.55, plan.idle_seconds)
+        + plan.ttft_runs * 1.5
+        + (25 if plan.profile else 3)
+        + 5,
+        "webhook": 8 + plan.pods * 0.02 + (25 if plan.profile else 0),
+        "reports": 5 + plan.report_pods * 0.1 + plan.reports * 0.005,
+    }
+
+
+@contextlib.contextmanager
+def _terminated_as_interrupt() -> Iterator[None]:
+    """SIGTERM unwinds like Ctrl-C, so the cleanups run either way."""
+
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="hack/bench.py", description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="tiny counts, nothing judged")
+    parser.add_argument(
+        "--out", type=Path, default=REPO / "bench-results.json", help="where the JSON goes"
+    )
+    parser.add_argument(
+        "--only",
+        default=",".join(SECTIONS),
+        help=f"comma-separated sections to run, of: {', '.join(SECTIONS)}",
+    )
+    opts = parser.parse_args(argv)
+    sections = [s.strip() for s in opts.only.split(",") if s.strip()]
+    unknown = set(sections) - set(SECTIONS)
+    if unknown:
+        parser.error(f"unknown sections: {', '.join(sorted(unknown))}")
+    plan = QUICK if opts.quick else Plan()
+    say = Progress()
+    estimate = estimates(plan)
+    order = [s for s in ("fleet", "sidecar", "webhook", "reports") if s in sections]
+    results: dict[str, Any] = {
+        "meta": {
+            "quick": opts.quick,
+            "plan": asdict(plan),
+            "python": platform.python_version(),
+            "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
+            "kernel": platform.release(),
+            "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+    }
+    procs = Processes()
+    work = Path(tempfile.mkdtemp(prefix="token-refresher-bench-"))
+    cluster = Cluster(work / "cluster-sections", procs, say)
+    try:
+        with _terminated_as_interrupt():
+            for index, section in enumerate(order):
+                left = sum(estimate[s] for s in order[index:])
+                say.say(
+                    section,
+                    f"starting (about {estimate[section]:.0f} s; about {left / 60:.1f} min "
+                    "left in all)",
+                )
+                if section == "fleet":
+                    results["fleet"] = bench_fleet(plan, say)
+                elif section == "sidecar":
+                    results["sidecar"] = bench_sidecar(plan, work / "sidecar", procs, say)
+                elif section == "webhook":
+                    results["webhook"] = bench_webhook(plan, cluster, work / "webhook", say)
+                else:
+                    results["reports"] = bench_reports(plan, cluster, work / "reports", procs, say)
+    except KeyboardInterrupt:
+        say.say("bench", "interrupted: stopping everything it started")
+        return 130
+    finally:
+        cluster.stop()
+        procs.close()
+        shutil.rmtree(work, ignore_errors=True)
+    results["targets"] = verdicts(results, judge=not opts.quick)
+    results["meta"]["seconds"] = round(time.monotonic() - say.started, 1)
+    opts.out.parent.mkdir(parents=True, exist_ok=True)
+    opts.out.write_text(json.dumps(results, indent=2) + "\n")
+    print(table(results))
+    print(f"\n{opts.out} written ({results['meta']['seconds']:.0f} s).")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

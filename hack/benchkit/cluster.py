@@ -1,0 +1,246 @@
+"""The test control plane for the cluster sections: the operator in DEV mode, namespaces
+ready for pods, pod manifests, and pods created from a few client threads."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import os
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx2
+from tests.controlplane import ControlPlane, free_port, tools
+
+from .common import BIN, Processes, Progress, cpu_sample, percentile, wait_for
+
+
+class Cluster:
+    """The control plane and, when asked, the operator in DEV mode."""
+
+    def __init__(self, work: Path, procs: Processes, say: Progress) -> None:
+        work.mkdir(parents=True, exist_ok=True)
+        self.work = work
+        self.procs = procs
+        self.say = say
+        self.cp: ControlPlane | None = None
+        self.operator: subprocess.Popen[Any] | None = None
+        self.health_port = 0
+
+    def start(self) -> ControlPlane:
+        if self.cp is None:
+            self.say.say("cluster", "starting etcd + kube-apiserver on 127.0.0.1")
+            self.cp = ControlPlane(tools(), workdir=self.work / "cluster").start()
+        return self.cp
+
+    def start_operator(self) -> None:
+        cp = self.start()
+        self.say.say("cluster", "starting the operator in DEV mode and waiting for its webhook")
+        self.health_port = free_port()
+        config = self.work / "operator-config.yaml"
+        config.write_text("defaults:\n  format: raw\n")
+        env = {
+            **os.environ,
+            "KUBECONFIG": str(cp.kubeconfig),
+            "TOKEN_REFRESHER_OPERATOR_DEV": "true",
+            "TOKEN_REFRESHER_OPERATOR_NAMESPACE": "token-refresher",
+            "TOKEN_REFRESHER_OPERATOR_LISTEN_HOST": "127.0.0.1",
+            "TOKEN_REFRESHER_OPERATOR_WEBHOOK_PORT": str(free_port()),
+            "TOKEN_REFRESHER_OPERATOR_REPORT_PORT": str(free_port()),
+            "TOKEN_REFRESHER_OPERATOR_HEALTH_PORT": str(self.health_port),
+            "TOKEN_REFRESHER_OPERATOR_CONFIG_FILE": str(config),
+            "TOKEN_REFRESHER_OPERATOR_LOG_LEVEL": "warning",
+        }
+        log = self.work / "operator.log"
+        self.operator = self.procs.start(
+            [str(BIN / "token-refresher-operator")],
+            env=env,
+            stdout=log.open("wb"),
+            stderr=subprocess.STDOUT,
+        )
+        operator = self.operator
+
+        def ready() -> bool:
+            if operator.poll() is not None:
+                tail = log.read_text(errors="replace")[-2000:]
+                raise RuntimeError(f"the operator exited ({operator.returncode}):\n{tail}")
+            got = cp.kubectl(
+                "get", "mutatingwebhookconfiguration", "token-refresher-dev", check=False
+            )
+            return got.returncode == 0 and self.healthy()
+
+        wait_for("the operator's webhook registration", ready, timeout=90, interval=0.25)
+
+    def healthy(self) -> bool:
+        """The operator answers its liveness probe."""
+        try:
+            got = httpx2.get(f"http://127.0.0.1:{self.health_port}/healthz", trust_env=False)
+        except httpx2.TransportError:
+            return False
+        return got.status_code == 200
+
+    def stop(self) -> None:
+        if self.operator is not None:
+            self.procs.stop(self.operator)
+            self.operator = None
+        if self.cp is not None:
+            self.cp.stop()
+            self.cp = None
+
+
+def make_namespace(cp: ControlPlane, name: str) -> None:
+    """A namespace with the ServiceAccount `app` and the Secret `oauth` the pods use."""
+    secret = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "oauth", "namespace": name},
+        "data": {"secret": base64.b64encode(b"bench-client-secret").decode()},
+    }
+    cp.kubectl("create", "namespace", name)
+    cp.kubectl("-n", name, "create", "serviceaccount", "app")
+    cp.kubectl("apply", "-f", "-", input=json.dumps(secret))
+
+
+def pod_manifest(name: str, namespace: str, *, inject: bool) -> dict[str, Any]:
+    annotations = (
+        {
+            "token-refresher.io/inject": "true",
+            "token-refresher.io/issuer": "https://idp.example/realms/bench",
+            "token-refresher.io/client-id": "bench",
+            "token-refresher.io/client-secret": "oauth/secret",
+            "token-refresher.io/scope": "api:read",
+        }
+        if inject
+        else {}
+    )
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": namespace, "annotations": annotations},
+        "spec": {
+            "serviceAccountName": "app",
+            "containers": [{"name": "app", "image": "registry.invalid/app:1"}],
+        },
+    }
+
+
+class PodCreator:
+    """Creates pods through the apiserver from a few threads, one API client each."""
+
+    def __init__(self, cp: ControlPlane, threads: int) -> None:
+        self.cp = cp
+        self.threads = threads
+        self._local = threading.local()
+        self._clients: list[Any] = []
+        self._lock = threading.Lock()
+
+    def _api(self) -> Any:
+        api = getattr(self._local, "api", None)
+        if api is None:
+            from kubernetes import client
+
+            api_client = self.cp.api_client()
+            with self._lock:
+                self._clients.append(api_client)
+            api = self._local.api = client.CoreV1Api(api_client)
+        return api
+
+    def _create(self, pod: dict[str, Any]) -> tuple[float, bool]:
+        started = time.perf_counter()
+        resp = self._api().create_namespaced_pod(
+            pod["metadata"]["namespace"], pod, _preload_content=False, _request_timeout=30
+        )
+        latency = time.perf_counter() - started
+        body = json.loads(resp.data)
+        injected = any(
+            c.get("name") == "token-refresher" for c in body["spec"].get("initContainers") or []
+        )
+        return latency, injected
+
+    def batch(self, pods: list[dict[str, Any]]) -> tuple[float, list[float], int]:
+        """Create `pods`; return the wall time, each creation's latency, how many injected."""
+        with ThreadPoolExecutor(self.threads) as pool:
+            started = time.perf_counter()
+            results = list(pool.map(self._create, pods))
+            wall = time.perf_counter() - started
+        return wall, [r[0] for r in results], sum(1 for r in results if r[1])
+
+    def close(self) -> None:
+        for api_client in self._clients:
+            with contextlib.suppress(Exception):
+                api_client.close()
+
+
+@dataclass
+class Creation:
+    """Pods created with and without injection, interleaved: rates and latencies."""
+
+    walls: dict[str, float]
+    latencies: dict[str, list[float]]
+    injected: dict[str, int]
+    cpu_seconds: dict[str, float]  # of the webhook's process, while each kind was created
+
+    def rate(self, kind: str) -> float:
+        return len(self.latencies[kind]) / self.walls[kind]
+
+    @property
+    def ratio(self) -> float:
+        return self.rate("injected") / self.rate("plain")
+
+    def latency_ms(self, kind: str, p: float) -> float:
+        return percentile(self.latencies[kind], p) * 1000
+
+
+class Pods:
+    """Pod manifests of both kinds, numbered across the whole run."""
+
+    KINDS = {"plain": ("bench-plain", False), "injected": ("bench-inject", True)}
+
+    def __init__(self) -> None:
+        self.serial = 0
+
+    def make(self, kind: str, count: int) -> list[dict[str, Any]]:
+        namespace, inject = self.KINDS[kind]
+        made = []
+        for _ in range(count):
+            self.serial += 1
+            made.append(pod_manifest(f"{kind}-{self.serial}", namespace, inject=inject))
+        return made
+
+
+def interleaved(
+    creator: PodCreator,
+    pods: Pods,
+    *,
+    rounds: int,
+    per_round: int,
+    webhook_pid: int | None,
+    note: Callable[[str], None] | None = None,
+) -> Creation:
+    result = Creation(
+        walls=dict.fromkeys(Pods.KINDS, 0.0),
+        latencies={kind: [] for kind in Pods.KINDS},
+        injected=dict.fromkeys(Pods.KINDS, 0),
+        cpu_seconds=dict.fromkeys(Pods.KINDS, 0.0),
+    )
+    for round_ in range(rounds):
+        # Alternate which kind goes first, so drift (etcd growing) favours neither.
+        order = ["plain", "injected"] if round_ % 2 == 0 else ["injected", "plain"]
+        for kind in order:
+            before = cpu_sample(webhook_pid).runtime_ns if webhook_pid else 0
+            wall, latencies, injected = creator.batch(pods.make(kind, per_round))
+            after = cpu_sample(webhook_pid).runtime_ns if webhook_pid else 0
+            result.walls[kind] += wall
+            result.latencies[kind].extend(latencies)
+            result.injected[kind] += injected
+            result.cpu_seconds[kind] += (after - before) / 1e9
+        if note is not None:
+            note(f"round {round_ + 1}/{rounds} done")
+    return result

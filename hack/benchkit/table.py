@@ -1,0 +1,108 @@
+"""The targets, the verdicts and the table `make bench` prints."""
+
+from __future__ import annotations
+
+from typing import Any
+
+# The issue's targets: (how a figure meets it, the limit, what it says).
+TARGETS = {
+    "sidecar_rss_mib": ("<=", 40.0, "sidecar RSS after 200 refreshes ≤ 40 MiB"),
+    "idle_cpu_seconds_per_hour": ("<=", 1.0, "idle sidecar CPU ≈ 0 (< 1 CPU-s per hour)"),
+    "pod_creation_ratio": (">=", 0.8, "pod creations/s with injection ÷ without ≥ 0.8"),
+    "fleet_peak_to_mean": ("<=", 2.0, "fleet IdP peak ÷ mean requests/s ≤ 2"),
+}
+
+
+def verdicts(results: dict[str, Any], *, judge: bool) -> list[dict[str, Any]]:
+    """Each target with its figure; `met` is None when not judged (--quick's tiny counts)."""
+    figures: dict[str, float] = {}
+    if "sidecar" in results:
+        figures["sidecar_rss_mib"] = results["sidecar"]["steady"]["rss_mib"]
+        figures["idle_cpu_seconds_per_hour"] = results["sidecar"]["idle"]["cpu_seconds_per_hour"]
+    if "webhook" in results:
+        figures["pod_creation_ratio"] = results["webhook"]["ratio"]
+    if "fleet" in results:
+        default = results["fleet"]["cases"][0]
+        figures["fleet_peak_to_mean"] = default["peak_to_mean_worst"]
+    rows = []
+    for key, (op, limit, text) in TARGETS.items():
+        if key not in figures:
+            continue
+        value = figures[key]
+        met = (value <= limit if op == "<=" else value >= limit) if judge else None
+        rows.append({"target": key, "text": text, "figure": value, "limit": limit, "met": met})
+    return rows
+
+
+def table(results: dict[str, Any]) -> str:
+    lines: list[tuple[str, str, str]] = []
+    targets = {row["target"]: row for row in results.get("targets", [])}
+
+    def judged(key: str) -> str:
+        row = targets.get(key)
+        if row is None:
+            return ""
+        op = TARGETS[key][0].replace("<=", "≤").replace(">=", "≥")
+        verdict = {True: "met", False: "MISSED", None: "not judged (--quick)"}[row["met"]]
+        return f"{op} {row['limit']:g}: {verdict}"
+
+    if "sidecar" in results:
+        s = results["sidecar"]
+        st, idle, ttft = s["steady"], s["idle"], s["first_token"]
+        lines += [
+            (f"sidecar RSS after {st['refreshes']} refreshes (MiB)", f"{st['rss_mib']:.1f}",
+             judged("sidecar_rss_mib")),
+            ("sidecar peak RSS, VmHWM (MiB)", f"{st['hwm_mib']:.1f}", ""),
+            ("sidecar RSS growth, first token → last (KiB)", f"{st['growth_kib']}", ""),
+            (f"idle sidecar CPU, {idle['window_s']:.0f} s window → per hour (CPU-s)",
+             f"{idle['cpu_seconds_per_hour']:.3f}", judged("idle_cpu_seconds_per_hour")),
+            ("idle sidecar wake-ups in the window", f"{idle['wakeups']}", ""),
+            ("time to first token file, sidecar (s)", f"{ttft['sidecar_s']:.3f}", ""),
+            ("time to token, bare httpx2 request (s)", f"{ttft['bare_httpx2_s']:.3f}", ""),
+            ("  ratio sidecar ÷ bare", f"{ttft['ratio']:.2f}", ""),
+        ]  # fmt: skip
+    if "webhook" in results:
+        w = results["webhook"]
+        lat = w["create_latency_ms"]
+        overhead = w["admission_overhead_ms"]
+        lines += [
+            ("pods/s without injection", f"{w['plain_pods_per_s']:.1f}", ""),
+            ("pods/s with injection", f"{w['injected_pods_per_s']:.1f}", ""),
+            ("  ratio with ÷ without", f"{w['ratio']:.2f}", judged("pod_creation_ratio")),
+            ("create latency p50/p99 without (ms)",
+             f"{lat['plain']['p50']:.1f} / {lat['plain']['p99']:.1f}", ""),
+            ("create latency p50/p99 with (ms)",
+             f"{lat['injected']['p50']:.1f} / {lat['injected']['p99']:.1f}", ""),
+            ("  admission overhead p50/p99 (ms)",
+             f"{overhead['p50']:.1f} / {overhead['p99']:.1f}", ""),
+            ("/mutate called directly p50/p99 (ms)",
+             f"{w['mutate_direct_ms']['p50']:.2f} / {w['mutate_direct_ms']['p99']:.2f}", ""),
+        ]  # fmt: skip
+    if "fleet" in results:
+        f = results["fleet"]
+        for case in f["cases"]:
+            what = "with start-up window" if case["start_up_window"] else "without (old)"
+            key = "fleet_peak_to_mean" if case is f["cases"][0] else ""
+            lines.append(
+                (
+                    f"fleet peak ÷ mean, JITTER={case['jitter']:g}, {what}",
+                    f"{case['peak_to_mean']:.2f} (worst {case['peak_to_mean_worst']:.2f})",
+                    judged(key) if key else "",
+                )
+            )
+    if "reports" in results:
+        r = results["reports"]
+        lines += [
+            ("reports/s, first of each pod (TokenReview)", f"{r['cold_reports_per_s']:.1f}", ""),
+            ("reports/s, cached reviews", f"{r['warm_reports_per_s']:.1f}", ""),
+            ("report latency p50/p99, cached (ms)",
+             f"{r['warm_latency_ms']['p50']:.1f} / {r['warm_latency_ms']['p99']:.1f}", ""),
+            ("TokenReviews / pod reads for all reports",
+             f"{r['token_reviews']} / {r['pod_reads']} for {r['reports_sent']}", ""),
+        ]  # fmt: skip
+    width = max(len(m) for m, _, _ in lines)
+    fig = max(len(v) for _, v, _ in lines)
+    out = [f"{'measure':<{width}}  {'figure':>{fig}}  target"]
+    out.append("-" * (width + fig + 24))
+    out += [f"{m:<{width}}  {v:>{fig}}  {t}".rstrip() for m, v, t in lines]
+    return "\n".join(out)
