@@ -209,6 +209,27 @@ class ControlPlane:
         self._procs.clear()
         shutil.rmtree(self.workdir, ignore_errors=True)
 
+    def restart_apiserver(
+        self, *, down: float = 0.0, grace: float = 5.0, timeout: float = 60.0
+    ) -> None:
+        """Stop the kube-apiserver and start it again with the same arguments, port and
+        certificates; etcd keeps running, so every object survives. Returns once /readyz
+        answers again.
+
+        The stop is the kubelet's: SIGTERM, then SIGKILL after `grace` seconds. (With
+        clients watching, such as an operator, the apiserver stops listening at once
+        but its process lingers on the open watches for 15 s and more.) `down` is how
+        long it stays down before the new process starts.
+        """
+        old = getattr(self, "_apiserver", None)
+        if old is None:
+            raise RuntimeError("the kube-apiserver was never started")
+        stop_process(old, grace=grace)
+        self._procs.remove(old)
+        if down:
+            time.sleep(down)
+        self._start_apiserver(timeout=timeout)
+
     def __enter__(self) -> ControlPlane:
         return self.start()
 
@@ -362,7 +383,7 @@ class ControlPlane:
 
     def _start_apiserver(self, *, timeout: float) -> None:
         w = self.workdir
-        proc = self._spawn(
+        proc = self._apiserver = self._spawn(
             "kube-apiserver",
             [
                 str(self.tools.kube_apiserver),

@@ -52,6 +52,10 @@ FORMATS = ("raw", "json")
 # pasted PEM or a token (which never belongs in an annotation) is refused on sight.
 MAX_VALUE_LENGTH = 2048
 
+# Mutating webhooks see a pod before the apiserver validates it, so an annotation *name*
+# can be any length there; a denial echoes at most this much of an unknown one.
+_SHOWN_KEY_LENGTH = 100
+
 # Everything a user may set, without the prefix. `inject` and `injected` are markers,
 # not settings: they are accepted on pods but never read as configuration.
 KEYS = frozenset(
@@ -274,7 +278,11 @@ def value_errors(
         value = values[key]
         if key not in KEYS:
             known = ", ".join(sorted(KEYS - _MARKERS))
-            problems.append(f"{name(key)}: unknown setting; known: {known}")
+            # Escaped, so the denial stays one line whatever the name holds.
+            shown = repr(key[:_SHOWN_KEY_LENGTH])[1:-1] + (
+                "…" if len(key) > _SHOWN_KEY_LENGTH else ""
+            )
+            problems.append(f"{name(shown)}: unknown setting; known: {known}")
             continue
         if key in _MARKERS:
             continue

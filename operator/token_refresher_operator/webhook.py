@@ -6,7 +6,9 @@ status) with the annotation problems, so a pod is either fully injected or not c
 `MutateServer` is kopf's HTTPS webhook server with two additions: the contract's URL path
 `/mutate` reaches the handler (kopf routes by handler id, so it would otherwise expect
 `/inject`), and every admission call is counted and logged, which is how the tests prove
-that the apiserver never calls us for pods that did not opt in.
+that the apiserver never calls us for pods that did not opt in. A body that is not an
+AdmissionReview the apiserver could have sent (`malformed_review`) is answered 400 with
+the reason before kopf sees it: kopf would fail on it with a 500 and a traceback.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, cast
 
+import aiohttp.web
 import jsonpatch
 import kopf
 
@@ -26,7 +29,14 @@ from token_refresher_operator.errors import AnnotationError
 from token_refresher_operator.manifests import JsonPatchOp, Pod
 from token_refresher_operator.patch import build_patch, skip_reason
 
-__all__ = ["HANDLER_ID", "URL_PATH", "AdmissionStats", "Injector", "MutateServer"]
+__all__ = [
+    "HANDLER_ID",
+    "URL_PATH",
+    "AdmissionStats",
+    "Injector",
+    "MutateServer",
+    "malformed_review",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +60,38 @@ class AdmissionStats:
             "denied": self.denied,
             "skipped": self.skipped,
         }
+
+
+_REVIEW_VERSIONS = ("admission.k8s.io/v1", "admission.k8s.io/v1beta1")
+
+
+def malformed_review(review: object) -> str | None:
+    """Why `review` is not an AdmissionReview request the apiserver could send, or None.
+
+    Only the envelope is checked: the pod inside comes from the apiserver, which has
+    already decoded it into a typed object.
+    """
+    if not isinstance(review, dict):
+        return f"the body is a JSON {type(review).__name__}, not an object"
+    kind, version = review.get("kind"), review.get("apiVersion")
+    if kind != "AdmissionReview":
+        return f"kind must be AdmissionReview (got {str(kind)[:64]!r})"
+    if version not in _REVIEW_VERSIONS:
+        allowed = " or ".join(_REVIEW_VERSIONS)
+        return f"apiVersion must be {allowed} (got {str(version)[:64]!r})"
+    request = review.get("request")
+    if not isinstance(request, dict):
+        return "request is missing or not an object"
+    if not isinstance(request.get("uid"), str) or not request["uid"]:
+        return "request.uid is missing"
+    for key in ("resource", "object", "oldObject"):
+        if request.get(key) is not None and not isinstance(request[key], dict):
+            return f"request.{key} must be an object"
+    for key in ("object", "oldObject"):
+        body = request.get(key)
+        if body is not None and not isinstance(body.get("metadata", {}), dict):
+            return f"request.{key}.metadata must be an object"
+    return None
 
 
 def _apply_ops(body: dict[str, Any], *, ops: list[JsonPatchOp]) -> None:
@@ -131,6 +173,10 @@ class MutateServer(kopf.WebhookServer):
         stats = self.stats
 
         async def routed(request: Any, *, webhook: str | None = None, **kwargs: Any) -> Any:
+            problem = malformed_review(request)
+            if problem is not None:
+                logger.warning("refused a malformed admission review: %s", problem)
+                raise aiohttp.web.HTTPBadRequest(text=f"not an AdmissionReview: {problem}")
             stats.requests += 1
             payload = request.get("request", {}) if isinstance(request, dict) else {}
             obj = payload.get("object") or {}

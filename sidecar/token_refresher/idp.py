@@ -91,6 +91,9 @@ class IdP:
     ) -> Token:
         """POST a token request and parse the answer; raises IdPError on any failure."""
         url = await self.token_endpoint()
+        # The IdP starts a token's lifetime somewhere between our request and its answer:
+        # counting it from the request, not the answer, never overstates it.
+        sent_mono, sent_wall = self._clock.monotonic(), self._clock.time()
         status, headers, body = await self._exchange(
             "POST",
             url,
@@ -109,8 +112,8 @@ class IdP:
             endpoint=url,
             client_id=self._settings.client_id,
             token_exchange=token_exchange,
-            received_mono=self._clock.monotonic(),
-            received_wall=self._clock.time(),
+            received_mono=sent_mono,
+            received_wall=sent_wall,
             default_lifetime=self._settings.default_lifetime,
         )
 

@@ -31,7 +31,7 @@ from .schedule import Random, first_refresh, next_refresh, permanent_delay, retr
 from .settings import Settings
 from .source import TokenSource
 from .tokens import Token
-from .writer import TokenWriter, read_expiry, rfc3339
+from .writer import TokenWriter, read_expiry, remove_temporaries, rfc3339
 
 __all__ = ["Refresher", "RefresherState"]
 
@@ -85,6 +85,7 @@ class Refresher:
         self._source = TokenSource(settings, self._idp, self._credentials)
         self._writer = TokenWriter(settings.output, settings.format, settings.file_mode)
         self._stop = asyncio.Event()
+        self._wake = asyncio.Event()  # the plan changed while the loop slept
         self._running = False
         self._stopped = False
         self._started_mono = self.clock.monotonic()
@@ -121,7 +122,29 @@ class Refresher:
     @property
     def ready(self) -> bool:
         """A token that has not expired is on disk."""
+        return self._valid and self._writer.intact()
+
+    @property
+    def _valid(self) -> bool:
         return self._disk_expiry is not None and self.clock.monotonic() < self._disk_expiry[0]
+
+    def check_output(self) -> None:
+        """Put the token file back if someone deleted or replaced it while it is valid.
+
+        Called on every /readyz and /status request and whenever the loop wakes, so a
+        probing kubelet notices within a probe period; the sidecar never polls the disk.
+        When the file cannot be put back (the volume is gone), that is a failure like
+        any other: reported, and retried by refreshing.
+        """
+        if not self._valid or not self._writer.lost():
+            return
+        try:
+            self._writer.restore(now=self.clock.time())
+        except OutputError as exc:
+            self._failed(exc, self.clock.monotonic())
+            self._wake.set()
+            return
+        log.warning(f"{self.settings.output} was deleted or replaced by someone else; restored it")
 
     @property
     def state(self) -> RefresherState:
@@ -141,6 +164,8 @@ class Refresher:
         try:
             self._adopt_existing_file()
             while not self._stop.is_set():
+                self.check_output()
+                self._wake.clear()
                 now = self.clock.monotonic()
                 if self._disk_expiry is not None and self._disk_expiry[0] <= now:
                     self._expire()
@@ -150,20 +175,24 @@ class Refresher:
                     wake = self._next_mono
                     if self._disk_expiry is not None:
                         wake = min(wake, self._disk_expiry[0])
-                    await self._unless_stopped(self.clock.sleep(wake - now))
+                    await self._unless_stopped(self.clock.sleep(wake - now), self._wake)
         finally:
             self._running = False
             self._stopped = True
 
-    async def _unless_stopped(self, work: Awaitable[Any]) -> None:
+    async def _unless_stopped(
+        self, work: Awaitable[Any], wake: asyncio.Event | None = None
+    ) -> None:
         task = asyncio.ensure_future(work)
-        stopper = asyncio.ensure_future(self._stop.wait())
+        waiters = {task, asyncio.ensure_future(self._stop.wait())}
+        if wake is not None:
+            waiters.add(asyncio.ensure_future(wake.wait()))
         try:
-            await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            for pending in (task, stopper):
+            for pending in waiters:
                 pending.cancel()
-            await asyncio.gather(task, stopper, return_exceptions=True)
+            await asyncio.gather(*waiters, return_exceptions=True)
         failure = task.exception() if task.done() and not task.cancelled() else None
         if failure is not None:
             raise failure
@@ -313,12 +342,18 @@ class Refresher:
     def _adopt_existing_file(self) -> None:
         """Make sense of a token file left by a previous run of this container."""
         path = self.settings.output
+        # A run killed mid-write leaves its temporary file; on a small memory-backed
+        # volume, enough restarts would fill it.
+        removed = remove_temporaries(path) + remove_temporaries(self.settings.effective_state_file)
+        if removed:
+            log.info(f"removed {removed} temporary files left by an interrupted previous run")
         if not path.exists():
             return
         now_wall = self.clock.time()
         expires_wall = read_expiry(path, self.settings.format)
         if expires_wall is not None and expires_wall > now_wall:
             self._disk_expiry = (self.clock.monotonic() + expires_wall - now_wall, expires_wall)
+            self._writer.adopt()
             self.metrics.token_expiry.set(expires_wall)
             log.info(
                 "kept the token left by a previous run", extra={"expires_at": rfc3339(expires_wall)}

@@ -116,7 +116,9 @@ def retry_delay(
     through the last chance. A server's Retry-After wins over both: it asked.
     """
     floor = initial / 2.0
-    cap = min(maximum, initial * 2.0 ** max(0, failures - 1))
+    # 2.0 ** 1024 raises OverflowError: after ~17 h of a dead IdP at BACKOFF_MAX 60 s the
+    # loop would crash. The cap is reached long before 2 ** 1000 (or is inf, fine for min).
+    cap = min(maximum, initial * 2.0 ** min(max(0, failures - 1), 1000))
     delay = max(floor, cap * random())
     if until_expiry is not None and until_expiry > 0 and delay >= until_expiry:
         delay = max(floor, until_expiry / 2.0)
@@ -146,7 +148,9 @@ def parse_retry_after(value: str | None, now: float) -> float | None:
     if value is None:
         return None
     value = value.strip()
-    if value.isdigit():
+    # ASCII only: str.isdigit() also accepts "²", which float() refuses, and a header
+    # arrives as latin-1, so any byte 0xB2 from a gateway would crash the loop.
+    if value.isascii() and value.isdigit():
         return float(value)
     try:
         when = parsedate_to_datetime(value)

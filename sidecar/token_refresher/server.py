@@ -88,11 +88,14 @@ class StatusServer:
         )
 
     def _readyz(self) -> Response:
+        # Probes are when the sidecar looks at the disk: it never polls it.
+        self._refresher.check_output()
         if self._refresher.ready:
             return 200, "text/plain", b"ok\n"
         return 503, "text/plain", f"no valid token ({self._refresher.state})\n".encode()
 
     def _status(self) -> Response:
+        self._refresher.check_output()
         body = json.dumps(self._refresher.status(), indent=2).encode() + b"\n"
         return 200, "application/json", body
 

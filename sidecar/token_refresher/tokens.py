@@ -11,6 +11,7 @@ or a `TokenEndpointError` out.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
@@ -35,7 +36,9 @@ _EXCHANGE_TOKEN_TYPES = frozenset({"bearer", "n_a"})
 class Token:
     """A token as received, with its lifetime measured on both of our clocks.
 
-    The credentials are excluded from `repr` so a stray `log.debug(token)` leaks nothing.
+    `received_*` is when the token was asked for (the request was sent): the earliest
+    instant the IdP can have started its lifetime. The credentials are excluded from
+    `repr` so a stray `log.debug(token)` leaks nothing.
     """
 
     access_token: str = field(repr=False)
@@ -126,6 +129,13 @@ def parse_token_response(
         )
     except ValueError as exc:
         fail(f"answered an unusable expiry: {exc}", "invalid_response")
+    # The IdP counts from its own clock truncated to whole seconds (a JWT's iat and exp
+    # are integers), so the token can die up to a second before `received + expires_in`.
+    # End it on the whole second at or before that instant: the expiry written to the
+    # file, shown in /status and used to remove the file is then never after the JWT exp.
+    whole = math.floor(received_wall + lifetime) - received_wall
+    if whole > 0:
+        lifetime = whole
 
     refresh_token = document.get("refresh_token")
     scope = document.get("scope")

@@ -6,6 +6,11 @@ one (atomic on POSIX within one filesystem) and fsync the directory so the renam
 survives a crash. The mode is applied on every write, not left to the umask, so apps
 running under another UID can read it (FILE_MODE 0444 on a volume only this pod
 mounts). A failed write leaves the previous file as it was.
+
+The writer also remembers what it put on disk, so the refresher can tell when someone
+else deleted or replaced the file (`TokenWriter.lost`) and put it back (`restore`),
+and it removes the temporary files a killed predecessor left (`remove_temporaries`):
+on a 1 MiB emptyDir, every SIGKILL mid-write would otherwise leave one for good.
 """
 
 from __future__ import annotations
@@ -23,7 +28,14 @@ from .errors import OutputError
 from .expiry import jwt_claims
 from .tokens import Token
 
-__all__ = ["TokenWriter", "atomic_write", "read_expiry", "render", "rfc3339"]
+__all__ = [
+    "TokenWriter",
+    "atomic_write",
+    "read_expiry",
+    "remove_temporaries",
+    "render",
+    "rfc3339",
+]
 
 # What an errno means to the person reading the log, in their terms.
 _REASONS = {
@@ -59,11 +71,27 @@ def _reason(exc: OSError) -> str:
     return _REASONS.get(exc.errno or 0) or exc.strerror or type(exc).__name__
 
 
-def atomic_write(path: Path, data: bytes, mode: int) -> None:
-    """Replace `path` with `data` atomically, with `mode`; OutputError on failure."""
+# What tells our file from one someone else put in its place: the inode, and the size
+# and mtime in case it was rewritten in place.
+_Identity = tuple[int, int, int, int]
+
+
+def _identity(st: os.stat_result) -> _Identity:
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def _temporary_prefix(path: Path) -> str:
+    return f".{path.name}.tmp-"
+
+
+def atomic_write(path: Path, data: bytes, mode: int) -> _Identity:
+    """Replace `path` with `data` atomically, with `mode`; OutputError on failure.
+
+    Returns the identity of the file written (see `TokenWriter.lost`).
+    """
     directory = path.parent
     _ensure_directory(directory)
-    tmp = directory / f".{path.name}.tmp-{secrets.token_hex(4)}"
+    tmp = directory / f"{_temporary_prefix(path)}{secrets.token_hex(4)}"
     try:
         # 0600 while we write: the final mode is set once the content is complete.
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
@@ -74,6 +102,7 @@ def atomic_write(path: Path, data: bytes, mode: int) -> None:
                 view = view[written:]
             os.fsync(fd)
             os.fchmod(fd, mode)
+            identity = _identity(os.fstat(fd))  # a rename keeps inode, size and mtime
         finally:
             os.close(fd)
         os.replace(tmp, path)
@@ -81,6 +110,24 @@ def atomic_write(path: Path, data: bytes, mode: int) -> None:
         _unlink_quietly(tmp)
         raise OutputError(f"cannot write {path}: {_reason(exc)}") from exc
     _fsync_directory(directory)
+    return identity
+
+
+def remove_temporaries(path: Path) -> int:
+    """Remove the temporary files `atomic_write` left beside `path` when its process was
+    killed mid-write; how many. Only for use before this process writes `path`."""
+    prefix = _temporary_prefix(path)
+    removed = 0
+    try:
+        entries = list(os.scandir(path.parent))
+    except OSError:
+        return 0
+    for entry in entries:
+        if entry.name.startswith(prefix) and entry.is_file(follow_symlinks=False):
+            with contextlib.suppress(OSError):
+                os.unlink(entry.path)
+                removed += 1
+    return removed
 
 
 def _ensure_directory(directory: Path) -> None:
@@ -142,17 +189,54 @@ def read_expiry(path: Path, fmt: Literal["raw", "json"]) -> float | None:
 
 
 class TokenWriter:
-    """Writes tokens to OUTPUT in FORMAT with FILE_MODE."""
+    """Writes tokens to OUTPUT in FORMAT with FILE_MODE, and remembers what it wrote."""
 
     def __init__(self, path: Path, fmt: Literal["raw", "json"], mode: int) -> None:
         self.path = path
         self.format: Literal["raw", "json"] = fmt
         self.mode = mode
+        # What is ours on disk: the token (or, adopted from a previous run, the bytes)
+        # and the file's identity. None when nothing is, or it was given up on purpose.
+        self._ours: tuple[Token | bytes, _Identity] | None = None
 
     def write(self, token: Token, *, now: float) -> None:
-        atomic_write(self.path, render(token, self.format, now=now), self.mode)
+        data = render(token, self.format, now=now)
+        # A failed write leaves the previous file, still ours, as it was.
+        self._ours = (token, atomic_write(self.path, data, self.mode))
+
+    def adopt(self) -> None:
+        """Take the file a previous run left as ours."""
+        try:
+            with self.path.open("rb") as f:
+                self._ours = (f.read(), _identity(os.fstat(f.fileno())))
+        except OSError:
+            self._ours = None
+
+    def intact(self) -> bool:
+        """The file on disk is the one we wrote (or adopted), unchanged."""
+        if self._ours is None:
+            return False
+        try:
+            return _identity(os.stat(self.path)) == self._ours[1]
+        except OSError:
+            return False
+
+    def lost(self) -> bool:
+        """We had a file on disk, and someone else deleted, replaced or rewrote it."""
+        return self._ours is not None and not self.intact()
+
+    def restore(self, *, now: float) -> None:
+        """Write our last token again. On OutputError there is nothing left to restore:
+        the next successful `write` makes a file ours again."""
+        if self._ours is None:
+            return
+        content, _ = self._ours
+        self._ours = None
+        data = content if isinstance(content, bytes) else render(content, self.format, now=now)
+        self._ours = (content, atomic_write(self.path, data, self.mode))
 
     def remove(self) -> None:
+        self._ours = None
         try:
             os.unlink(self.path)
         except FileNotFoundError:
