@@ -19,7 +19,7 @@ from typing import Any
 import httpx2
 from tests.controlplane import ControlPlane, free_port, tools
 
-from .common import BIN, Processes, Progress, cpu_sample, percentile, wait_for
+from .common import BIN, Processes, Progress, cpu_seconds, percentile, wait_for
 
 
 class Cluster:
@@ -77,6 +77,27 @@ class Cluster:
             return got.returncode == 0 and self.healthy()
 
         wait_for("the operator's webhook registration", ready, timeout=90, interval=0.25)
+
+    def control_plane_pids(self) -> dict[str, int]:
+        """The pids of this run's kube-apiserver and etcd (another cluster may be running:
+        the test suite's), found by their command lines."""
+        cp = self.start()
+        wanted = {
+            "apiserver": (str(cp.tools.kube_apiserver), f"--secure-port={cp.port}"),
+            "etcd": (str(cp.tools.etcd), f"--data-dir={cp.workdir / 'etcd'}"),
+        }
+        found: dict[str, int] = {}
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                argv = (entry / "cmdline").read_bytes().decode(errors="replace").split("\0")
+            except OSError:
+                continue
+            for name, (binary, flag) in wanted.items():
+                if argv[0] == binary and flag in argv:
+                    found[name] = int(entry.name)
+        return found
 
     def healthy(self) -> bool:
         """The operator answers its liveness probe."""
@@ -185,7 +206,9 @@ class Creation:
     walls: dict[str, float]
     latencies: dict[str, list[float]]
     injected: dict[str, int]
-    cpu_seconds: dict[str, float]  # of the webhook's process, while each kind was created
+    # CPU seconds of each watched process (webhook, apiserver, etcd, the client) while
+    # each kind was created.
+    cpu_seconds: dict[str, dict[str, float]]
 
     def rate(self, kind: str) -> float:
         return len(self.latencies[kind]) / self.walls[kind]
@@ -196,6 +219,15 @@ class Creation:
 
     def latency_ms(self, kind: str, p: float) -> float:
         return percentile(self.latencies[kind], p) * 1000
+
+    def cpu_ms_per_pod(self) -> dict[str, dict[str, float]]:
+        return {
+            kind: {
+                name: round(seconds * 1000 / len(self.latencies[kind]), 2)
+                for name, seconds in per_process.items()
+            }
+            for kind, per_process in self.cpu_seconds.items()
+        }
 
 
 class Pods:
@@ -221,26 +253,28 @@ def interleaved(
     *,
     rounds: int,
     per_round: int,
-    webhook_pid: int | None,
+    processes: dict[str, int],
     note: Callable[[str], None] | None = None,
 ) -> Creation:
+    """Create `rounds` batches of each kind, alternating, and watch `processes`' CPU."""
+    watched = {**processes, "client": os.getpid()}
     result = Creation(
         walls=dict.fromkeys(Pods.KINDS, 0.0),
         latencies={kind: [] for kind in Pods.KINDS},
         injected=dict.fromkeys(Pods.KINDS, 0),
-        cpu_seconds=dict.fromkeys(Pods.KINDS, 0.0),
+        cpu_seconds={kind: dict.fromkeys(watched, 0.0) for kind in Pods.KINDS},
     )
     for round_ in range(rounds):
         # Alternate which kind goes first, so drift (etcd growing) favours neither.
         order = ["plain", "injected"] if round_ % 2 == 0 else ["injected", "plain"]
         for kind in order:
-            before = cpu_sample(webhook_pid).runtime_ns if webhook_pid else 0
+            before = {name: cpu_seconds(pid) for name, pid in watched.items()}
             wall, latencies, injected = creator.batch(pods.make(kind, per_round))
-            after = cpu_sample(webhook_pid).runtime_ns if webhook_pid else 0
+            for name, pid in watched.items():
+                result.cpu_seconds[kind][name] += cpu_seconds(pid) - before[name]
             result.walls[kind] += wall
             result.latencies[kind].extend(latencies)
             result.injected[kind] += injected
-            result.cpu_seconds[kind] += (after - before) / 1e9
         if note is not None:
             note(f"round {round_ + 1}/{rounds} done")
     return result

@@ -113,19 +113,18 @@ def webhook_floor(
             created = interleaved(
                 creator,
                 pods,
-                rounds=2,
-                per_round=max(1, plan.pods // 2),
-                webhook_pid=stub.pid,
+                rounds=plan.pod_rounds,
+                per_round=max(1, plan.pods // plan.pod_rounds),
+                processes={"webhook": stub.pid, **cluster.control_plane_pids()},
             )
         finally:
             cluster.procs.stop(stub)
-        count = len(created.latencies["injected"])
         floor[mode] = {
             "plain_pods_per_s": round(created.rate("plain"), 1),
             "annotated_pods_per_s": round(created.rate("injected"), 1),
             "ratio": round(created.ratio, 3),
             "annotated_latency_p50_ms": round(created.latency_ms("injected", 50), 1),
-            "webhook_cpu_ms_per_pod": round(created.cpu_seconds["injected"] * 1000 / count, 2),
+            "cpu_ms_per_pod": created.cpu_ms_per_pod(),
         }
     cp.kubectl("delete", "mutatingwebhookconfiguration", "token-refresher-bench-stub")
     return floor

@@ -61,6 +61,14 @@ def table(results: dict[str, Any]) -> str:
             ("time to token, bare httpx2 request (s)", f"{ttft['bare_httpx2_s']:.3f}", ""),
             ("  ratio sidecar ÷ bare", f"{ttft['ratio']:.2f}", ""),
         ]  # fmt: skip
+        profile = s.get("profile", {})
+        if "after_import_kib" in profile:
+            lines += [
+                ("  profile: bare interpreter RSS (MiB)",
+                 f"{profile['interpreter_kib'] / 1024:.1f}", ""),
+                ("  profile: RSS after importing the sidecar (MiB)",
+                 f"{profile['after_import_kib'] / 1024:.1f}", ""),
+            ]  # fmt: skip
     if "webhook" in results:
         w = results["webhook"]
         lat = w["create_latency_ms"]
@@ -78,6 +86,23 @@ def table(results: dict[str, Any]) -> str:
             ("/mutate called directly p50/p99 (ms)",
              f"{w['mutate_direct_ms']['p50']:.2f} / {w['mutate_direct_ms']['p99']:.2f}", ""),
         ]  # fmt: skip
+        for name in ("operator", "apiserver", "etcd", "client"):
+            cpu = w["cpu_ms_per_pod"]
+            lines.append(
+                (
+                    f"{name} CPU per pod, with / without injection (ms)",
+                    f"{cpu['injected'].get(name, 0):.2f} / {cpu['plain'].get(name, 0):.2f}",
+                    "",
+                )
+            )
+        for mode, floor in w.get("floor", {}).items():
+            lines.append(
+                (
+                    f"  profile: ratio through a stand-in webhook ({mode})",
+                    f"{floor['ratio']:.2f}",
+                    "",
+                )
+            )
     if "fleet" in results:
         f = results["fleet"]
         for case in f["cases"]:

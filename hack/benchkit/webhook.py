@@ -42,7 +42,7 @@ def bench_webhook(plan: Plan, cluster: Cluster, work: Path, say: Progress) -> di
             pods,
             rounds=plan.pod_rounds,
             per_round=max(1, plan.pods // plan.pod_rounds),
-            webhook_pid=cluster.operator.pid,
+            processes={"operator": cluster.operator.pid, **cluster.control_plane_pids()},
             note=lambda text: say.say(section, text),
         )
         mutate = _mutate_directly(plan, cp, say)
@@ -69,9 +69,7 @@ def bench_webhook(plan: Plan, cluster: Cluster, work: Path, say: Progress) -> di
             "p99": round(created.latency_ms("injected", 99) - created.latency_ms("plain", 99), 1),
         },
         "injected": created.injected,
-        "operator_cpu_ms_per_pod": {
-            kind: round(created.cpu_seconds[kind] * 1000 / count, 2) for kind in Pods.KINDS
-        },
+        "cpu_ms_per_pod": created.cpu_ms_per_pod(),
         "mutate_direct_ms": mutate,
     }
     if floor is not None:
