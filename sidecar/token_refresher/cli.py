@@ -37,7 +37,7 @@ def _parser() -> argparse.ArgumentParser:
     import argparse
     import textwrap
 
-    lines = ["settings (environment variables; see docs/sidecar.md):"]
+    lines = ["settings (environment variables; see 'Configuring the sidecar' in the README):"]
     for env, default, description in Settings.describe():
         lines.append(f"  {env}  (default: {default})")
         lines.extend(

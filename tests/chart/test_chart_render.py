@@ -357,6 +357,7 @@ def test_every_annotation_default_reaches_the_config_as_a_string(chart: Chart) -
 
 def test_config_file_loads_in_the_operator(rendered: Rendered, tmp_path: Path) -> None:
     from token_refresher_operator import config
+
     path = tmp_path / "config.yaml"
     path.write_text(rendered.one("ConfigMap")["data"]["config.yaml"])
     loaded = config.load_cluster_config(path)
