@@ -6,33 +6,26 @@ wrong value becomes one plain line naming the environment variable and what is a
 from the env it renders into the injected container, so the webhook and the sidecar can
 never disagree about what a valid configuration is. Credentials are kept as *paths*,
 never values: the kubelet rotates projected tokens and users rotate secrets, so the files
-are re-read when used.
-
-The environment is read by `Settings.from_env` with the rules of pydantic-settings' env
-source for this model (the prefix, names in any case, other names ignored, values
-validated by pydantic in lax mode, defaults validated too), in a dozen lines instead of
-through pydantic-settings: its source machinery cost the sidecar about 1 MiB of resident
-memory, and every validation about 0.9 ms of type introspection, paid by the webhook for
-each pod it admits (docs/benchmarks.md).
+are re-read when used (pydantic-settings' secrets_dir would read them once).
 """
 
 from __future__ import annotations
 
-import os
+import contextvars
 from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import (
-    AnyHttpUrl,
-    BaseModel,
-    ConfigDict,
-    Field,
-    ValidationError,
-    field_validator,
-    model_validator,
+from pydantic import AnyHttpUrl, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
 )
+from pydantic_settings.sources.utils import parse_env_vars
 
 __all__ = [
     "ENV_PREFIX",
@@ -61,22 +54,38 @@ class ClientAuth(StrEnum):
     NONE = "none"
 
 
+# Set only inside Settings.from_env(): lets the operator validate a rendered env without
+# touching (or being polluted by) its own process environment.
+_SCOPED_ENV: contextvars.ContextVar[Mapping[str, str] | None] = contextvars.ContextVar(
+    "token_refresher_scoped_env", default=None
+)
+
+
+class _MappingEnvSource(EnvSettingsSource):
+    """EnvSettingsSource over a given mapping instead of os.environ."""
+
+    def __init__(self, settings_cls: type[BaseSettings], env: Mapping[str, str]) -> None:
+        self._mapping = env
+        super().__init__(settings_cls)
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        return parse_env_vars(self._mapping, False, False, None)
+
+
 def env_name(field: str) -> str:
     """The environment variable that sets a settings field."""
     return ENV_PREFIX + field.upper()
 
 
-class Settings(BaseModel):
-    """What to fetch, from where, and where to put it. See README "Configuring the sidecar".
+class Settings(BaseSettings):
+    """What to fetch, from where, and where to put it. See README "Configuring the sidecar"."""
 
-    Built from environment variables with `Settings.from_env()`.
-    """
-
-    model_config = ConfigDict(
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        case_sensitive=False,
         extra="ignore",
         frozen=True,
         use_enum_values=False,
-        validate_default=True,
     )
 
     issuer: AnyHttpUrl | None = Field(
@@ -312,18 +321,28 @@ class Settings(BaseModel):
         return self.output.with_name(f".{self.output.name}.state")
 
     @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        scoped = _SCOPED_ENV.get()
+        if scoped is not None:
+            return (init_settings, _MappingEnvSource(settings_cls, scoped))
+        return (init_settings, env_settings)
+
+    @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
-        """Settings from `TOKEN_REFRESHER_<FIELD>` variables of `env` (names in any case;
-        other variables are ignored), by default the process environment. The operator
-        passes the env it renders, so its own environment never leaks in."""
-        source = os.environ if env is None else env
-        prefix = ENV_PREFIX.lower()
-        values: dict[str, str] = {}
-        for key, value in source.items():
-            name = key.lower()
-            if name.startswith(prefix) and name[len(prefix) :] in cls.model_fields:
-                values[name[len(prefix) :]] = value
-        return cls.model_validate(values)
+        """Settings from `TOKEN_REFRESHER_*` variables: of `env` when given (the operator
+        passes the env it renders, so its own environment never leaks in), else of the
+        process environment."""
+        if env is None:
+            return cls()
+        with _scoped(env):
+            return cls()
 
     @classmethod
     def describe(cls) -> Iterator[tuple[str, str, str]]:
@@ -339,6 +358,15 @@ class Settings(BaseModel):
             else:
                 shown = str(default)
             yield env_name(name), shown, field.description or ""
+
+
+@contextmanager
+def _scoped(env: Mapping[str, str]) -> Iterator[None]:
+    token = _SCOPED_ENV.set(env)
+    try:
+        yield
+    finally:
+        _SCOPED_ENV.reset(token)
 
 
 def config_errors(exc: ValidationError) -> list[str]:
