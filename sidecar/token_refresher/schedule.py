@@ -59,9 +59,7 @@ def next_refresh(
     endpoint handing out 1-second tokens must not turn every pod into a tight loop.
     """
     offset = lifetime * ratio + lifetime * jitter * (2.0 * random() - 1.0)
-    offset = min(offset, lifetime * LATEST_FRACTION)
-    offset = max(offset, min_interval)
-    return received + offset
+    return _clamped(received, offset, lifetime=lifetime, min_interval=min_interval)
 
 
 def first_refresh(
@@ -90,9 +88,12 @@ def first_refresh(
     high = ratio + jitter
     low = min(max(EARLIEST_FIRST_FRACTION, ratio - jitter - ratio / 2.0), ratio - jitter)
     offset = lifetime * (low + (high - low) * random())
-    offset = min(offset, lifetime * LATEST_FRACTION)
-    offset = max(offset, min_interval)
-    return received + offset
+    return _clamped(received, offset, lifetime=lifetime, min_interval=min_interval)
+
+
+def _clamped(received: float, offset: float, *, lifetime: float, min_interval: float) -> float:
+    # Before expiry (LATEST_FRACTION), but never sooner than the floor: the floor wins.
+    return received + max(min(offset, lifetime * LATEST_FRACTION), min_interval)
 
 
 def retry_delay(
