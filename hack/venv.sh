@@ -9,7 +9,8 @@ if [ ! -f "$stamp" ]; then
   [ -x .venv/bin/python ] || { say "creating .venv"; python3 -m venv .venv; }
   say "installing the project and dev tools into .venv (about a minute on a fresh machine)"
   .venv/bin/pip install -q --disable-pip-version-check --upgrade pip
-  .venv/bin/pip install -q --disable-pip-version-check -e '.[dev]'
+  # PYTHONWARNINGS: setuptools warns about editable installs in general, not about us.
+  PYTHONWARNINGS=ignore .venv/bin/pip install -q --disable-pip-version-check -e '.[dev]'
   rm -f .venv/.installed-*; touch "$stamp"
 fi
 ckstamp=.venv/opt/checkov/.installed-$(sha256sum hack/requirements-checkov.txt | cut -c1-16)

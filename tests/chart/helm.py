@@ -8,7 +8,6 @@ is rendered.
 
 from __future__ import annotations
 
-import datetime as dt
 import subprocess
 import tempfile
 from dataclasses import dataclass
@@ -16,10 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+
+from token_refresher_operator.devcert import write_self_signed
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "token-refresher"
@@ -32,21 +29,8 @@ KUBE_VERSION = "1.30.0"
 
 
 def _self_signed_ca_pem() -> str:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "existing-ca")])
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now)
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    return cert.public_bytes(serialization.Encoding.PEM).decode()
+    with tempfile.TemporaryDirectory() as directory:
+        return write_self_signed(Path(directory)).pem
 
 
 EXISTING_CA_PEM = _self_signed_ca_pem()

@@ -2,36 +2,20 @@
 
 from __future__ import annotations
 
-import datetime as dt
+import tempfile
 from pathlib import Path
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from sidecar_fakes import rotate
 
 from token_refresher.credentials import CredentialFile, check_files
 from token_refresher.errors import CredentialError
+from token_refresher_operator.devcert import write_self_signed
 
 
 def self_signed_ca() -> str:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "test CA")])
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now)
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    return cert.public_bytes(serialization.Encoding.PEM).decode()
+    with tempfile.TemporaryDirectory() as directory:
+        return write_self_signed(Path(directory)).pem
 
 
 def test_valid_ca_bundles_pass_the_start_checks(make_settings, tmp_path: Path) -> None:
