@@ -63,7 +63,8 @@ def serve_reports_process(config: dict[str, Any]) -> None:
     from kubernetes import client
 
     from token_refresher_operator.config import OperatorSettings
-    from token_refresher_operator.report import RateLimiter, ReportMetrics, serve_reports
+    from token_refresher_operator.report import RateLimiter, ReportMetrics
+    from token_refresher_operator.reportserver import serve_reports
 
     configuration = client.Configuration()
     configuration.host = config["server"]

@@ -3,7 +3,7 @@
 `run` is what the console script calls once configuration has been checked. kopf runs
 standalone (no peering: every replica serves the webhook and watches pods, and nothing
 here needs a leader) and cluster-wide. Beside it runs the report endpoint
-(`report.serve_reports`); when either stops, the other is stopped too.
+(`reportserver.serve_reports`); when either stops, the other is stopped too.
 """
 
 from __future__ import annotations
@@ -100,7 +100,7 @@ async def _start_reports(
     *, settings: OperatorSettings, stop: asyncio.Event, api_client: Any, tls: tuple[Path, Path]
 ) -> asyncio.Task[None]:
     """Start the report endpoint; return once it listens (or raise why it cannot)."""
-    from token_refresher_operator.report import serve_reports
+    from token_refresher_operator.reportserver import serve_reports
 
     started = asyncio.Event()
     task = asyncio.create_task(

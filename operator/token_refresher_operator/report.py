@@ -8,31 +8,19 @@ that uid and service account, and carry the injection marker (403). What passes 
 an Event on the pod (`events.EventRecorder`), aggregated and written in the background:
 the sidecar gets its 202 whether or not the Event could be written.
 
-The checks are pure functions over plain data (`parse_report`, `check_pod`, the review
-verdict in `reviews.check_identity`, `RateLimiter`); `make_app` wires them to aiohttp with
-the Kubernetes calls passed in; `serve_reports` is the HTTPS server the operator runs.
+The checks are pure functions over plain data, here (`parse_report`, `check_pod`,
+`RateLimiter`) and in `reviews` (`check_identity`); `reportserver` wires them to aiohttp
+and runs the HTTPS server.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import json
 import logging
-import os
-import re
-import socket
-import ssl
-import time
 import unicodedata
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from pathlib import Path
-from typing import Annotated, Any, Final, Protocol, TypedDict
+from typing import Annotated, Final, TypedDict
 
-from aiohttp import web
 from pydantic import (
     AfterValidator,
     AwareDatetime,
@@ -45,35 +33,23 @@ from pydantic import (
 
 from .annotations import INJECTED
 from .errors import OperatorError
-from .events import Aggregator, EventRecorder, State, render_note
+from .events import State
 from .reviews import (
     Accept,
     Decision,
     Reject,
-    ReviewUnavailable,
-    TokenReviewer,
-    TokenReviewStatus,
-    check_identity,
 )
 
 __all__ = [
     "INJECTED_ANNOTATION",
     "MAX_BODY",
-    "KubePods",
     "Pod",
-    "Pods",
-    "PodsUnavailable",
     "RateLimiter",
-    "Recorder",
     "Report",
     "ReportInvalid",
     "ReportMetrics",
-    "ReportSettings",
-    "Reviewer",
     "check_pod",
-    "make_app",
     "parse_report",
-    "serve_reports",
 ]
 
 logger = logging.getLogger(__name__)
@@ -224,308 +200,4 @@ class ReportMetrics:
         return (
             f"reports accepted {sum(self.accepted.values())} ({show(self.accepted)}), "
             f"rejected {sum(self.rejected.values())} ({show(self.rejected)})"
-        )
-
-
-# --- the HTTP shell ----------------------------------------------------------------------
-
-
-class Reviewer(Protocol):
-    async def review(self, token: str) -> TokenReviewStatus: ...
-
-
-class Pods(Protocol):
-    async def get(self, namespace: str, name: str) -> Pod | None: ...
-
-
-class Recorder(Protocol):
-    def record(
-        self,
-        *,
-        namespace: str,
-        pod: str,
-        uid: str,
-        state: State,
-        error: str | None,
-        note: str,
-        at: datetime,
-    ) -> None: ...
-
-
-class PodsUnavailable(OperatorError):
-    """The pod could not be read (not: it does not exist): answer 503."""
-
-
-_BEARER = re.compile(r"^Bearer +([!-~]+) *$")
-
-
-def _bearer(header: str | None) -> str | None:
-    match = _BEARER.match(header or "")
-    return match[1] if match else None
-
-
-def make_app(
-    *,
-    audience: str,
-    reviewer: Reviewer,
-    pods: Pods,
-    recorder: Recorder,
-    limiter: RateLimiter | None = None,
-    metrics: ReportMetrics | None = None,
-    clock: Callable[[], float] = time.monotonic,
-    now: Callable[[], datetime] = lambda: datetime.now(UTC),
-) -> web.Application:
-    """The aiohttp application: POST /report, GET /healthz."""
-    limiter = limiter if limiter is not None else RateLimiter()
-    metrics = metrics if metrics is not None else ReportMetrics()
-
-    def refuse(reject: Reject, report: Report | None = None) -> web.Response:
-        metrics.rejected[reject.reason] += 1
-        about = f" about pod {report.namespace}/{report.pod}" if report else ""
-        level = logging.DEBUG if reject.status == 429 else logging.INFO
-        logger.log(level, "report%s refused (%s): %s", about, reject.reason, reject.message)
-        headers = {}
-        if reject.status == 401:
-            headers["WWW-Authenticate"] = "Bearer"
-        elif reject.status in (429, 503):
-            headers["Retry-After"] = "1"
-        return web.json_response(
-            {"error": reject.reason, "message": reject.message},
-            status=reject.status,
-            headers=headers,
-        )
-
-    async def report_handler(request: web.Request) -> web.Response:
-        if request.content_length is not None and request.content_length > MAX_BODY:
-            return refuse(Reject(413, "too_large", f"the body is over {MAX_BODY} bytes"))
-        token = _bearer(request.headers.get("Authorization"))
-        if token is None:
-            return refuse(Reject(401, "no_token", "a bearer token is required"))
-        try:
-            body = await request.read()
-        except web.HTTPRequestEntityTooLarge:
-            return refuse(Reject(413, "too_large", f"the body is over {MAX_BODY} bytes"))
-        try:
-            report = parse_report(body)
-        except ReportInvalid as exc:
-            return refuse(Reject(400, "bad_body", "not a report: " + "; ".join(exc.lines)))
-        try:
-            review = await reviewer.review(token)
-        except ReviewUnavailable as exc:
-            return refuse(Reject(503, "review_unavailable", "; ".join(exc.lines)), report)
-        verdict = check_identity(review=review, report=report, audience=audience)
-        if isinstance(verdict, Reject):
-            return refuse(verdict, report)
-        if not limiter.allow(f"{report.namespace}/{report.pod}", now=clock()):
-            return refuse(Reject(429, "rate_limited", "too many reports from this pod"), report)
-        try:
-            pod = await pods.get(report.namespace, report.pod)
-        except PodsUnavailable as exc:
-            return refuse(Reject(503, "pod_unavailable", "; ".join(exc.lines)), report)
-        verdict = check_pod(pod=pod, report=report, service_account=verdict.service_account)
-        if isinstance(verdict, Reject):
-            return refuse(verdict, report)
-        recorder.record(
-            namespace=report.namespace,
-            pod=report.pod,
-            uid=report.uid,
-            state=report.state,
-            error=report.error,
-            note=render_note(
-                state=report.state,
-                error=report.error,
-                description=report.description,
-                consecutive_failures=report.consecutive_failures,
-                since=report.since,
-            ),
-            at=now(),
-        )
-        metrics.accepted[report.state] += 1
-        return web.json_response({"status": "accepted"}, status=202)
-
-    async def healthz(request: web.Request) -> web.Response:
-        return web.Response(text="ok\n")
-
-    app = web.Application(client_max_size=MAX_BODY)
-    app.router.add_post("/report", report_handler)
-    app.router.add_get("/healthz", healthz)
-    return app
-
-
-class KubePods:
-    """Reads pods with the synchronous kubernetes client, in a thread."""
-
-    def __init__(self, *, api_client: Any, timeout: float = 10.0) -> None:
-        from kubernetes import client
-
-        self._api: Any = client.CoreV1Api(api_client)
-        self._timeout = timeout
-
-    async def get(self, namespace: str, name: str) -> Pod | None:
-        try:
-            raw = await asyncio.to_thread(self._read, namespace, name)
-        except Exception as exc:
-            status = getattr(exc, "status", None)
-            if status == 404:
-                return None
-            detail = f" (HTTP {status})" if status else ""
-            problem = f"reading the pod failed: {type(exc).__name__}{detail}"
-            raise PodsUnavailable([problem]) from exc
-        return raw if isinstance(raw, dict) else None  # type: ignore[return-value]
-
-    def _read(self, namespace: str, name: str) -> Any:
-        resp = self._api.read_namespaced_pod(
-            name, namespace, _preload_content=False, _request_timeout=self._timeout
-        )
-        return json.loads(resp.data)
-
-
-class _ReloadingTLS:
-    """A server SSL context that picks up renewed cert/key files for new connections.
-
-    cert-manager and kubelet replace Secret files in place (a symlink swap); on each
-    handshake, at most once a second, the files are looked at again and, if changed and
-    loadable, used from then on. A half-written pair keeps the previous one.
-    """
-
-    def __init__(
-        self,
-        cert: Path,
-        key: Path,
-        *,
-        every: float = 1.0,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.cert, self.key = cert, key
-        self._every, self._clock = every, clock
-        self._stamp = self._stat()
-        self._checked = clock()
-        self.context = self._current = self._load()
-        self.context.sni_callback = self._on_hello
-
-    def _stat(self) -> tuple[tuple[int, int, int], ...]:
-        stats = (os.stat(self.cert), os.stat(self.key))
-        return tuple((s.st_ino, s.st_mtime_ns, s.st_size) for s in stats)
-
-    def _load(self) -> ssl.SSLContext:
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-        ctx.load_cert_chain(self.cert, self.key)
-        return ctx
-
-    def _on_hello(self, conn: ssl.SSLObject, server_name: str | None, ctx: ssl.SSLContext) -> None:
-        now = self._clock()
-        if now - self._checked >= self._every:
-            self._checked = now
-            try:
-                stamp = self._stat()
-                if stamp != self._stamp:
-                    self._current = self._load()
-                    self._stamp = stamp
-                    logger.info("report endpoint: serving the renewed certificate %s", self.cert)
-            except (OSError, ssl.SSLError) as exc:
-                logger.warning("report endpoint: keeping the previous certificate: %s", exc)
-        conn.context = self._current
-
-
-class ReportSettings(Protocol):
-    """What serve_reports reads from the operator settings."""
-
-    @property
-    def listen_host(self) -> str: ...
-    @property
-    def report_port(self) -> int: ...
-    @property
-    def tls_cert_file(self) -> Path: ...
-    @property
-    def tls_key_file(self) -> Path: ...
-    @property
-    def report_audience(self) -> str: ...
-
-
-def _default_api_client() -> Any:
-    # In a pod: its service account; elsewhere (DEV): the kubeconfig. Not the library's
-    # global default configuration, which other code in the process may change.
-    from kubernetes import client
-    from kubernetes import config as kube_config
-
-    loader: Any = kube_config  # untyped functions
-    configuration = client.Configuration()
-    try:
-        loader.load_incluster_config(client_configuration=configuration)
-    except loader.ConfigException:
-        return loader.new_client_from_config()
-    return client.ApiClient(configuration)
-
-
-async def serve_reports(
-    *,
-    settings: ReportSettings,
-    stop: asyncio.Event,
-    api_client: Any = None,
-    cert_file: Path | None = None,
-    key_file: Path | None = None,
-    metrics: ReportMetrics | None = None,
-    limiter: RateLimiter | None = None,
-    coalesce: float = 10.0,
-    instance: str | None = None,
-    started: asyncio.Event | None = None,
-) -> None:
-    """Serve /report over HTTPS on settings.listen_host:settings.report_port until `stop`.
-
-    cert_file/key_file override the settings' TLS files (dev mode passes the webhook's
-    self-signed pair). Events for one pod and reason are written at most once per
-    `coalesce` seconds. `started` is set once the port is listening. On the way out:
-    drains requests, writes pending Event counts, logs a one-line summary.
-    """
-    owned = api_client is None
-    api_client = _default_api_client() if owned else api_client
-    metrics = metrics if metrics is not None else ReportMetrics()
-    recorder = EventRecorder(
-        api_client=api_client,
-        instance=instance or socket.gethostname(),
-        aggregator=Aggregator(interval=coalesce),
-    )
-    app = make_app(
-        audience=settings.report_audience,
-        reviewer=TokenReviewer(api_client=api_client, audience=settings.report_audience),
-        pods=KubePods(api_client=api_client),
-        recorder=recorder,
-        limiter=limiter,
-        metrics=metrics,
-    )
-    tls = _ReloadingTLS(
-        Path(cert_file or settings.tls_cert_file), Path(key_file or settings.tls_key_file)
-    )
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
-    await runner.setup()
-    flusher: asyncio.Task[None] | None = None
-    try:
-        site = web.TCPSite(
-            runner, settings.listen_host, settings.report_port, ssl_context=tls.context
-        )
-        await site.start()
-        logger.info(
-            "report endpoint listening on https://%s:%d/report",
-            settings.listen_host,
-            settings.report_port,
-        )
-        if started is not None:
-            started.set()
-        flusher = asyncio.create_task(recorder.run(stop))
-        await stop.wait()
-    finally:
-        await runner.cleanup()
-        if flusher is not None:
-            flusher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await flusher
-        await recorder.aclose()
-        if owned:
-            api_client.close()
-        logger.info(
-            "report endpoint stopped: %s; events written %d, failed %d",
-            metrics.summary(),
-            recorder.written,
-            recorder.failures,
         )

@@ -25,12 +25,10 @@ from token_refresher_operator.report import (
     INJECTED_ANNOTATION,
     MAX_BODY,
     Pod,
-    PodsUnavailable,
     RateLimiter,
     ReportMetrics,
-    make_app,
-    serve_reports,
 )
+from token_refresher_operator.reportserver import PodsUnavailable, make_app, serve_reports
 from token_refresher_operator.reviews import (
     POD_NAME_EXTRA,
     POD_UID_EXTRA,

@@ -29,7 +29,8 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from tests.controlplane import ControlPlane, free_port
 from token_refresher_operator.config import OperatorSettings
 from token_refresher_operator.devcert import write_self_signed
-from token_refresher_operator.report import ReportMetrics, serve_reports
+from token_refresher_operator.report import ReportMetrics
+from token_refresher_operator.reportserver import serve_reports
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
