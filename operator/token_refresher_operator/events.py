@@ -47,7 +47,9 @@ logger = logging.getLogger(__name__)
 State = Literal["failing", "recovered", "expired"]
 EventType = Literal["Normal", "Warning"]
 
-REPORTING_CONTROLLER: Final = "token-refresher.io/operator"
+# DESIGN: Events carry the reporting component `token-refresher`, which `kubectl describe`
+# shows as their source, like the SidecarNotInjected events kopf posts for us.
+REPORTING_CONTROLLER: Final = "token-refresher"
 ACTION: Final = "Refresh"
 NOTE_LIMIT: Final = 1024  # bytes: events.k8s.io/v1 rejects a longer note
 

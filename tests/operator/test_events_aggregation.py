@@ -169,7 +169,7 @@ def test_event_body_is_an_events_k8s_io_v1_event_on_the_pod() -> None:
         "kind": "Event",
         "metadata": {"name": "api-1.1", "namespace": "billing"},
         "eventTime": "2026-11-22T01:00:00.000001Z",
-        "reportingController": "token-refresher.io/operator",
+        "reportingController": "token-refresher",
         "reportingInstance": "h" * 128,
         "action": "Refresh",
         "reason": "TokenRefreshFailed",

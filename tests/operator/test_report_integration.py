@@ -258,11 +258,13 @@ def test_a_failing_report_from_its_pod_becomes_a_warning_event(endpoint: Endpoin
         "namespace": endpoint.ns,
         "uid": endpoint.uids["a"],
     }
-    assert event["reportingController"] == "token-refresher.io/operator"
+    assert event["reportingController"] == "token-refresher"
     assert event["action"] == "Refresh"
     # `kubectl get events --field-selector involvedObject.name=a` shows the same Event.
     (core,) = [e for e in endpoint.core_events("a") if e["reason"] == "TokenRefreshFailed"]
     assert "invalid_client" in core["message"]
+    # DESIGN: the reporting component is `token-refresher` (kubectl describe's "From").
+    assert core["reportingComponent"] == "token-refresher"
     assert core["involvedObject"]["uid"] == endpoint.uids["a"]
 
 
