@@ -277,8 +277,42 @@ def default_oidc_clients() -> list[OAuthClient]:
     ]
 
 
+class _LocalIdP:
+    """What both IdP processes share: URLs derived from `issuer`, and the process."""
+
+    _process: _Process | None
+
+    @property
+    def issuer(self) -> str:
+        raise NotImplementedError
+
+    @property
+    def token_url(self) -> str:
+        return f"{self.issuer}/token"
+
+    @property
+    def discovery_url(self) -> str:
+        return f"{self.issuer}/.well-known/openid-configuration"
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.running
+
+    @property
+    def pid(self) -> int | None:
+        """The process id, also its process group id (None before the first start)."""
+        return self._process.pid if self._process is not None else None
+
+    def stop(self) -> None:
+        if self._process is not None:
+            self._process.stop()
+
+    def log_tail(self, lines: int = 25) -> str:
+        return self._process.tail(lines) if self._process else "(not started)"
+
+
 @dataclass
-class OidcProvider:
+class OidcProvider(_LocalIdP):
     """panva/oidc-provider serving http://127.0.0.1:PORT (hack/idp/oidc-server.mjs).
 
     Access tokens are RFC 9068 JWTs (typ at+jwt, aud = `resource`, signed with the keys at
@@ -310,16 +344,8 @@ class OidcProvider:
         return f"http://127.0.0.1:{self.port}"
 
     @property
-    def token_url(self) -> str:
-        return f"{self.issuer}/token"
-
-    @property
     def jwks_url(self) -> str:
         return f"{self.issuer}/jwks"
-
-    @property
-    def discovery_url(self) -> str:
-        return f"{self.issuer}/.well-known/openid-configuration"
 
     @property
     def state_dir(self) -> Path:
@@ -340,15 +366,6 @@ class OidcProvider:
     @property
     def public(self) -> OAuthClient:
         return self.clients["client-public"]
-
-    @property
-    def running(self) -> bool:
-        return self._process is not None and self._process.running
-
-    @property
-    def pid(self) -> int | None:
-        """The process id, also its process group id (None before the first start)."""
-        return self._process.pid if self._process is not None else None
 
     def config(self) -> dict[str, Any]:
         return {
@@ -413,10 +430,6 @@ class OidcProvider:
         self.port = int(ready["port"])
         return self
 
-    def stop(self) -> None:
-        if self._process is not None:
-            self._process.stop()
-
     def restart(self, **changes: Any) -> OidcProvider:
         """Stop, apply `changes` to the fields (e.g. clients=..., ttl=...), start on the
         same port with the same keys and tokens."""
@@ -426,9 +439,6 @@ class OidcProvider:
                 value = {c.client_id: c for c in value}
             setattr(self, name, value)
         return self.start()
-
-    def log_tail(self, lines: int = 25) -> str:
-        return self._process.tail(lines) if self._process else "(not started)"
 
     def password_grant(
         self,
@@ -594,7 +604,7 @@ def kubernetes_connector(
 
 
 @dataclass
-class Dex:
+class Dex(_LocalIdP):
     """Dex serving http://127.0.0.1:PORT/dex with memory storage.
 
     Users log in with the password grant through the local password DB (DEX_USER).
@@ -622,14 +632,6 @@ class Dex:
         return f"http://127.0.0.1:{self.port}/dex"
 
     @property
-    def token_url(self) -> str:
-        return f"{self.issuer}/token"
-
-    @property
-    def discovery_url(self) -> str:
-        return f"{self.issuer}/.well-known/openid-configuration"
-
-    @property
     def config_path(self) -> Path:
         return self.workdir / "dex.yaml"
 
@@ -644,15 +646,6 @@ class Dex:
     @property
     def public(self) -> OAuthClient:
         return self.clients["dex-public"]
-
-    @property
-    def running(self) -> bool:
-        return self._process is not None and self._process.running
-
-    @property
-    def pid(self) -> int | None:
-        """The process id, also its process group id (None before the first start)."""
-        return self._process.pid if self._process is not None else None
 
     def config(self) -> dict[str, Any]:
         static_clients = []
@@ -702,17 +695,10 @@ class Dex:
         )
         return self
 
-    def stop(self) -> None:
-        if self._process is not None:
-            self._process.stop()
-
     def restart(self) -> Dex:
         """Stop and start on the same port; memory storage, so every token is forgotten."""
         self.stop()
         return self.start()
-
-    def log_tail(self, lines: int = 25) -> str:
-        return self._process.tail(lines) if self._process else "(not started)"
 
     def password_grant(
         self,
