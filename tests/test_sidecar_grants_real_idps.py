@@ -9,12 +9,19 @@ IdPs verify them against that apiserver's service-account issuer. Nothing is fak
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from tests.controlplane import ControlPlane
-from tests.idp import DexFactory, OidcProviderFactory, kubernetes_connector, kubernetes_trust
+from tests.idp import (
+    DexFactory,
+    OidcProvider,
+    OidcProviderFactory,
+    kubernetes_connector,
+    kubernetes_trust,
+)
 from token_refresher import Refresher, Settings
 from token_refresher.expiry import jwt_claims
 
@@ -44,6 +51,32 @@ def _secret(tmp_path: Path, value: str) -> str:
     path = tmp_path / "client-secret"
     path.write_text(value)
     return str(path)
+
+
+def _jwt_bearer(
+    cluster: ControlPlane,
+    oidc_provider: OidcProviderFactory,
+    tmp_path: Path,
+    *,
+    audience: Callable[[OidcProvider], str],
+    **env: str,
+) -> tuple[OidcProvider, Path, Settings]:
+    """oidc-provider trusting the cluster's issuer, a service-account token for
+    `audience(idp)`, and jwt_bearer settings presenting it as client-basic."""
+    idp = oidc_provider.start(ttl=60, trusted_issuers=[kubernetes_trust(cluster)])
+    client = idp.basic
+    assertion = _service_account_token(cluster, tmp_path, audience=audience(idp))
+    settings = _settings(
+        tmp_path,
+        issuer=idp.issuer,
+        grant="jwt_bearer",
+        client_id=client.client_id,
+        client_secret_file=_secret(tmp_path, client.client_secret or ""),
+        service_account_token_file=str(assertion),
+        resource=idp.resource,
+        **env,
+    )
+    return idp, assertion, settings
 
 
 async def test_refresh_token_rotation_with_dex(dex_factory: DexFactory, tmp_path: Path) -> None:
@@ -104,18 +137,8 @@ async def test_token_exchange_of_a_service_account_token_with_dex(
 async def test_jwt_bearer_with_a_service_account_token_at_oidc_provider(
     cluster: ControlPlane, oidc_provider: OidcProviderFactory, tmp_path: Path
 ) -> None:
-    idp = oidc_provider.start(ttl=60, trusted_issuers=[kubernetes_trust(cluster)])
-    client = idp.basic
-    assertion = _service_account_token(cluster, tmp_path, audience=idp.issuer)
-    settings = _settings(
-        tmp_path,
-        issuer=idp.issuer,
-        grant="jwt_bearer",
-        client_id=client.client_id,
-        client_secret_file=_secret(tmp_path, client.client_secret or ""),
-        service_account_token_file=str(assertion),
-        resource=idp.resource,
-        scope="api:read",
+    idp, _, settings = _jwt_bearer(
+        cluster, oidc_provider, tmp_path, audience=lambda idp: idp.issuer, scope="api:read"
     )
     async with Refresher(settings) as refresher:
         assert await refresher.refresh(), refresher.status()["last_error"]
@@ -128,17 +151,8 @@ async def test_jwt_bearer_with_a_service_account_token_at_oidc_provider(
 async def test_jwt_bearer_with_the_wrong_audience_is_refused_and_keeps_nothing(
     cluster: ControlPlane, oidc_provider: OidcProviderFactory, tmp_path: Path
 ) -> None:
-    idp = oidc_provider.start(ttl=60, trusted_issuers=[kubernetes_trust(cluster)])
-    client = idp.basic
-    assertion = _service_account_token(cluster, tmp_path, audience="someone-else")
-    settings = _settings(
-        tmp_path,
-        issuer=idp.issuer,
-        grant="jwt_bearer",
-        client_id=client.client_id,
-        client_secret_file=_secret(tmp_path, client.client_secret or ""),
-        service_account_token_file=str(assertion),
-        resource=idp.resource,
+    _, assertion, settings = _jwt_bearer(
+        cluster, oidc_provider, tmp_path, audience=lambda idp: "someone-else"
     )
     async with Refresher(settings) as refresher:
         assert not await refresher.refresh()

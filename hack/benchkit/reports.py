@@ -21,36 +21,10 @@ from typing import Any
 
 import httpx2
 from tests.controlplane import ControlPlane, free_port, stop_process
+from tests.rbac import report_endpoint_rbac
 
 from .cluster import Cluster, pod_manifest
 from .common import REPO, Plan, Processes, Progress, percentile
-
-_OPERATOR_RBAC = """
-apiVersion: v1
-kind: ServiceAccount
-metadata: {name: operator, namespace: bench-report}
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRole
-metadata: {name: bench-report-operator}
-rules:
-- apiGroups: [authentication.k8s.io]
-  resources: [tokenreviews]
-  verbs: [create]
-- apiGroups: [events.k8s.io]
-  resources: [events]
-  verbs: [create, patch]
-- apiGroups: [""]
-  resources: [pods]
-  verbs: [get, list, watch]
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRoleBinding
-metadata: {name: bench-report-operator}
-roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: bench-report-operator}
-subjects:
-- {kind: ServiceAccount, name: operator, namespace: bench-report}
-"""
 
 # The production limiter (5 reports/s per pod, bursts of 20) would make this a
 # benchmark of the limiter; the endpoint is measured with one that never refuses.
@@ -128,7 +102,7 @@ def bench_reports(
     ns = "bench-report"
     cp.kubectl("create", "namespace", ns)
     cp.kubectl("-n", ns, "create", "serviceaccount", "app")
-    cp.kubectl("apply", "-f", "-", input=_OPERATOR_RBAC)
+    cp.kubectl("apply", "-f", "-", input=report_endpoint_rbac(ns))
     say.say(section, f"{plan.report_pods} pods with the injected marker, a bound token each")
     uids: dict[str, str] = {}
     for n in range(plan.report_pods):

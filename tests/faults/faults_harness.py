@@ -32,8 +32,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx2
-from faultproxy import LoopThread, serve_https
+from faultproxy import FaultProxy, LoopThread, serve_https
 from tests.controlplane import free_port, stop_process
+from tests.idp import OidcProvider
 
 from token_refresher_operator.devcert import write_self_signed
 from token_refresher_operator.report import parse_report
@@ -328,6 +329,18 @@ class SidecarFactory:
         sidecar = Sidecar(env, workdir, output, port, preexec=list(preexec or []))
         self.started.append(sidecar)
         return sidecar.start() if start else sidecar
+
+    def for_idp(
+        self, idp: OidcProvider, *, proxy: FaultProxy | None = None, **kwargs: Any
+    ) -> Sidecar:
+        """A sidecar of `idp`'s client-basic for its test resource, through `proxy` if given."""
+        return self(
+            token_url=f"{proxy.url}/token" if proxy is not None else idp.token_url,
+            client_id=idp.basic.client_id,
+            client_secret=idp.basic.client_secret or "",
+            resource=idp.resource,
+            **kwargs,
+        )
 
     def close(self) -> None:
         for sidecar in self.started:

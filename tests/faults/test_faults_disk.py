@@ -108,11 +108,8 @@ def start(sidecars, idp, reports, public_dir: Path, output: Path, **extra):
     shutil.copy(reports.token_file, bearer)
     ca.chmod(0o444)
     bearer.chmod(0o444)
-    return sidecars(
-        token_url=idp.token_url,
-        client_id=idp.basic.client_id,
-        client_secret=idp.basic.client_secret,
-        resource=idp.resource,
+    return sidecars.for_idp(
+        idp,
         reports=reports,
         report_ca_file=ca,
         report_token_file=bearer,

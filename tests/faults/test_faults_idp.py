@@ -204,11 +204,9 @@ def test_idp_fault_keeps_the_last_good_token_and_is_retried_as_named(
 ) -> None:
     idp = idps(TTL)
     proxy = proxy_for(idp)
-    sidecar = sidecars(
-        token_url=f"{proxy.url}/token",
-        client_id=idp.basic.client_id,
-        client_secret=idp.basic.client_secret,
-        resource=idp.resource,
+    sidecar = sidecars.for_idp(
+        idp,
+        proxy=proxy,
         reports=reports,
         **SETTINGS,
     )
@@ -301,11 +299,9 @@ def test_idp_down_at_start_means_no_file_not_ready_and_a_report(
     idp = idps(TTL)
     proxy = proxy_for(idp)
     proxy.set(Fault.refuse())
-    sidecar = sidecars(
-        token_url=f"{proxy.url}/token",
-        client_id=idp.basic.client_id,
-        client_secret=idp.basic.client_secret,
-        resource=idp.resource,
+    sidecar = sidecars.for_idp(
+        idp,
+        proxy=proxy,
         reports=reports,
         **SETTINGS,
     )

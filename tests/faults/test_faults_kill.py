@@ -81,11 +81,8 @@ def test_sigkill_at_random_points_never_leaves_a_partial_file_or_a_pile_of_tempo
     idps, sidecars
 ) -> None:
     idp = idps(2)
-    sidecar = sidecars(
-        token_url=idp.token_url,
-        client_id=idp.basic.client_id,
-        client_secret=idp.basic.client_secret,
-        resource=idp.resource,
+    sidecar = sidecars.for_idp(
+        idp,
         refresh_ratio=0.01,  # every 20 ms + the round trip
         jitter=0,
         min_refresh_interval=0,
@@ -159,11 +156,8 @@ def _carried_on(sidecar, run: int) -> None:
 
 def test_sigterm_mid_refresh_leaves_a_whole_file_and_exit_0(idps, sidecars) -> None:
     idp = idps(2)
-    sidecar = sidecars(
-        token_url=idp.token_url,
-        client_id=idp.basic.client_id,
-        client_secret=idp.basic.client_secret,
-        resource=idp.resource,
+    sidecar = sidecars.for_idp(
+        idp,
         refresh_ratio=0.01,
         jitter=0,
         min_refresh_interval=0,

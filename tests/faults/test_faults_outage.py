@@ -64,11 +64,9 @@ def test_outages_shorter_than_the_margin_never_show_the_app_an_expired_token(
     margin = ttl * (1 - 0.5 - 0.1)
     idp = oidc_provider(ttl=ttl)
     proxy = proxy_for(idp)
-    sidecar = sidecars(
-        token_url=f"{proxy.url}/token",
-        client_id=idp.basic.client_id,
-        client_secret=idp.basic.client_secret,
-        resource=idp.resource,
+    sidecar = sidecars.for_idp(
+        idp,
+        proxy=proxy,
         reports=reports,
         refresh_ratio=0.5,
         jitter=0.1,
@@ -128,11 +126,9 @@ def test_an_outage_longer_than_the_token_removes_the_file_and_says_so(
 ) -> None:
     idp = idps(3)
     proxy = proxy_for(idp)
-    sidecar = sidecars(
-        token_url=f"{proxy.url}/token",
-        client_id=idp.basic.client_id,
-        client_secret=idp.basic.client_secret,
-        resource=idp.resource,
+    sidecar = sidecars.for_idp(
+        idp,
+        proxy=proxy,
         reports=reports,
         refresh_ratio=0.3,
         jitter=0,

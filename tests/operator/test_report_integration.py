@@ -27,6 +27,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from tests.controlplane import ControlPlane, free_port
+from tests.rbac import report_endpoint_rbac
 from token_refresher_operator.config import OperatorSettings
 from token_refresher_operator.devcert import write_self_signed
 from token_refresher_operator.report import ReportMetrics
@@ -35,32 +36,6 @@ from token_refresher_operator.reportserver import serve_reports
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
 AUD = "token-refresher-report"
-RBAC = """
-apiVersion: v1
-kind: ServiceAccount
-metadata: {{name: operator, namespace: {ns}}}
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRole
-metadata: {{name: {ns}-operator}}
-rules:
-- apiGroups: [authentication.k8s.io]
-  resources: [tokenreviews]
-  verbs: [create]
-- apiGroups: [events.k8s.io]
-  resources: [events]
-  verbs: [create, patch]
-- apiGroups: [""]
-  resources: [pods]
-  verbs: [get, list, watch]
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRoleBinding
-metadata: {{name: {ns}-operator}}
-roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: {ns}-operator}}
-subjects:
-- {{kind: ServiceAccount, name: operator, namespace: {ns}}}
-"""
 POD = """
 apiVersion: v1
 kind: Pod
@@ -167,7 +142,7 @@ def operator_api_client(cluster: ControlPlane, ns: str) -> Any:
     """A kubernetes ApiClient authenticated as the operator's service account."""
     from kubernetes import client
 
-    cluster.kubectl("apply", "-f", "-", input=RBAC.format(ns=ns))
+    cluster.kubectl("apply", "-f", "-", input=report_endpoint_rbac(ns))
     token = cluster.kubectl("-n", ns, "create", "token", "operator").stdout.strip()
     configuration = client.Configuration()
     configuration.host = cluster.server
