@@ -20,7 +20,7 @@ say "mypy (strict)"
 .venv/bin/mypy || exit 1
 [ "$lint_only" = 1 ] && exit 0
 
-say "test tools (kube-apiserver, etcd, kubectl, helm, dex): cached builds"
+say "test tools (Kubernetes, etcd, helm, Dex, containerd, CoreDNS, Debian packages): cached builds"
 hack/tools.sh > /dev/null || exit 1
 
 say "pytest"

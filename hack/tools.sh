@@ -1,8 +1,14 @@
 #!/usr/bin/env bash
-# Build the real test tools (kube-apiserver, kubectl, etcd, helm, dex) from Go modules,
-# cached outside the repository and keyed by version, so only the first run is slow.
+# Build the real test tools from Go modules, cached outside the repository and keyed by
+# version, so only the first run is slow:
+#   kube   kube-apiserver, kubectl, and the node: kubelet, kube-scheduler,
+#          kube-controller-manager, kube-proxy (one wrapper module, one version)
+#   etcd   etcd;  helm  helm;  dex  Dex (an IdP for the tests)
+#   containerd  containerd v2 with ctr and the runc shim;  coredns  cluster DNS
+#   debs   runc, the CNI plugins, buildah, mmdebstrap, iptables from Debian (apt-get)
 #
 #   hack/tools.sh            build whatever is missing, then print NAME=PATH lines
+#   hack/tools.sh kube etcd  only those groups
 #   hack/tools.sh --print    print NAME=PATH lines only (exit 1 if anything is missing)
 #
 # Why a wrapper module: k8s.io/kubernetes requires its ~30 staging modules at v0.0.0 and
@@ -18,6 +24,10 @@ HELM_VERSION="${HELM_VERSION:-v3.21.4}"
 # pseudo-version of the v2.41.1 release commit (the newest release the module proxy serves).
 DEX_VERSION="${DEX_VERSION:-v0.0.0-20240807174518-43956db7fd75}"
 DEX_API_VERSION="${DEX_API_VERSION:-v2.2.0}"
+CONTAINERD_VERSION="${CONTAINERD_VERSION:-v2.4.2}"
+COREDNS_VERSION="${COREDNS_VERSION:-v1.15.0}"
+# Debian packages the real node needs; installed with apt-get when a command is missing.
+DEBS="runc containernetworking-plugins buildah mmdebstrap iptables conntrack uidmap"
 
 CACHE="${TOKEN_REFRESHER_TOOLS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/token-refresher/tools}"
 export GOFLAGS="${GOFLAGS:--trimpath}" CGO_ENABLED=0
@@ -32,7 +42,11 @@ path_of() { # name version -> cached binary path
 print_paths() {
   local missing=0
   for spec in "kube-apiserver $KUBE_VERSION" "kubectl $KUBE_VERSION" "etcd $ETCD_VERSION" \
-              "helm $HELM_VERSION" "dex $DEX_VERSION"; do
+              "helm $HELM_VERSION" "dex $DEX_VERSION" "kubelet $KUBE_VERSION" \
+              "kube-scheduler $KUBE_VERSION" "kube-controller-manager $KUBE_VERSION" \
+              "kube-proxy $KUBE_VERSION" "containerd $CONTAINERD_VERSION" \
+              "ctr $CONTAINERD_VERSION" "containerd-shim-runc-v2 $CONTAINERD_VERSION" \
+              "coredns $COREDNS_VERSION"; do
     set -- $spec
     local p; p=$(path_of "$1" "$2")
     [ -x "$p" ] || missing=1
@@ -69,7 +83,11 @@ wrapper_mod() { # dir module-path requirement... ; prints nothing
 
 build_kube() {
   local api kctl; api=$(path_of kube-apiserver "$KUBE_VERSION"); kctl=$(path_of kubectl "$KUBE_VERSION")
-  [ -x "$api" ] && [ -x "$kctl" ] && return 0
+  local have=1 b
+  for b in kube-apiserver kubectl kubelet kube-scheduler kube-controller-manager kube-proxy; do
+    [ -x "$(path_of "$b" "$KUBE_VERSION")" ] || have=0
+  done
+  [ "$have" = 1 ] && return 0
   local dir="$CACHE/src/kubernetes-$KUBE_VERSION"
   say "preparing wrapper module for k8s.io/kubernetes $KUBE_VERSION"
   local gomod; gomod=$(go mod download -json "k8s.io/kubernetes@$KUBE_VERSION" | sed -n 's/.*"GoMod": "\(.*\)".*/\1/p')
@@ -90,6 +108,13 @@ build_kube() {
   mkdir -p "$(dirname "$api")" "$(dirname "$kctl")"
   [ -x "$api" ] || go_build "kube-apiserver $KUBE_VERSION" "$dir" "$api" k8s.io/kubernetes/cmd/kube-apiserver "$ld"
   [ -x "$kctl" ] || go_build "kubectl $KUBE_VERSION" "$dir" "$kctl" k8s.io/kubernetes/cmd/kubectl "$ld"
+  # The node's binaries share most packages with the apiserver: warm, each is a link step.
+  local b
+  for b in kubelet kube-scheduler kube-controller-manager kube-proxy; do
+    local out; out=$(path_of "$b" "$KUBE_VERSION")
+    mkdir -p "$(dirname "$out")"
+    [ -x "$out" ] || go_build "$b $KUBE_VERSION" "$dir" "$out" "k8s.io/kubernetes/cmd/$b" "$ld"
+  done
 }
 
 build_etcd() {
@@ -135,8 +160,58 @@ build_dex() {
   CGO_ENABLED=1 go_build "dex $DEX_VERSION" "$dir" "$out" github.com/dexidp/dex/cmd/dex
 }
 
+build_containerd() {
+  local have=1 b
+  for b in containerd ctr containerd-shim-runc-v2; do
+    [ -x "$(path_of "$b" "$CONTAINERD_VERSION")" ] || have=0
+  done
+  [ "$have" = 1 ] && return 0
+  # containerd's go.mod has no replace directives, so a wrapper module that requires it
+  # builds it as released. CGO_ENABLED=0 leaves btrfs out; the tags drop the snapshotters
+  # a test node never uses. The shim is built like upstream's Makefile does (no_grpc).
+  local dir="$CACHE/src/containerd-$CONTAINERD_VERSION" P=github.com/containerd/containerd/v2
+  wrapper_mod "$dir" "$P $CONTAINERD_VERSION"
+  local ld="-X $P/version.Version=$CONTAINERD_VERSION -X $P/version.Revision=release"
+  ld+=" -X $P/version.Package=github.com/containerd/containerd"
+  for b in containerd ctr containerd-shim-runc-v2; do
+    local out; out=$(path_of "$b" "$CONTAINERD_VERSION")
+    mkdir -p "$(dirname "$out")"
+    local tags="urfave_cli_no_docs no_btrfs no_devmapper no_zfs"
+    [ "$b" = containerd-shim-runc-v2 ] && tags="urfave_cli_no_docs no_grpc"
+    [ -x "$out" ] || GOFLAGS="$GOFLAGS -tags=${tags// /,}" \
+      go_build "$b $CONTAINERD_VERSION" "$dir" "$out" "$P/cmd/$b" "$ld"
+  done
+}
+
+build_coredns() {
+  local out; out=$(path_of coredns "$COREDNS_VERSION")
+  [ -x "$out" ] && return 0
+  local dir="$CACHE/src/coredns-$COREDNS_VERSION"
+  wrapper_mod "$dir" "github.com/coredns/coredns $COREDNS_VERSION"
+  mkdir -p "$(dirname "$out")"
+  go_build "coredns $COREDNS_VERSION" "$dir" "$out" github.com/coredns/coredns \
+    "-X github.com/coredns/coredns/coremain.GitCommit=release"
+}
+
+build_debs() {
+  local missing=0 c
+  for c in runc buildah mmdebstrap iptables conntrack /usr/lib/cni/bridge; do
+    command -v "$c" > /dev/null 2>&1 || [ -x "$c" ] || missing=1
+  done
+  [ "$missing" = 0 ] && return 0
+  if [ "$(id -u)" != 0 ]; then
+    say "missing Debian packages ($DEBS): run as root, or: sudo apt-get install $DEBS"
+    return 1
+  fi
+  say "installing Debian packages: $DEBS"
+  apt-get update -qq
+  # shellcheck disable=SC2086  # a word list on purpose
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $DEBS > /dev/null
+  say "installed $DEBS"
+}
+
 if [ "${1:-}" = "--print" ]; then print_paths; exit $?; fi
 
-only=("${@:-kube etcd helm dex}")
+only=("${@:-debs kube etcd helm dex containerd coredns}")
 for t in ${only[@]}; do "build_$t"; done
 print_paths
