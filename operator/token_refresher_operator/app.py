@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import socket
 import tempfile
 from pathlib import Path
@@ -30,7 +31,7 @@ from token_refresher_operator.registration import (
 from token_refresher_operator.safetynet import SidecarWatch
 from token_refresher_operator.webhook import HANDLER_ID, URL_PATH, Injector, MutateServer
 
-__all__ = ["REPORTING_COMPONENT", "build_registry", "kube_api_client", "run"]
+__all__ = ["REPORTING_COMPONENT", "build_registry", "kube_api_client", "operator_identity", "run"]
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +50,17 @@ def kube_api_client() -> Any:
     except loader.ConfigException:
         return loader.new_client_from_config()
     return client.ApiClient(configuration)
+
+
+def operator_identity() -> str:
+    """This replica's identity for kopf: `POD_ID` when set (kopf's convention), else the host name.
+
+    kopf derives one itself when given none, from `getpass.getuser()`, which raises
+    KeyError in the operator image: it runs as UID 65532, which has no passwd entry (nor
+    does it in the official python images), so the operator crash-looped before starting.
+    In a pod the host name is the pod's name, which is what kopf's `POD_ID` would say too.
+    """
+    return os.environ.get("POD_ID") or socket.gethostname()
 
 
 def build_registry(*, injector: Injector, watch: SidecarWatch) -> kopf.OperatorRegistry:
@@ -218,10 +230,13 @@ async def run(*, settings: OperatorSettings, config: ClusterConfig) -> None:
             stop_kopf.set()
 
         kopf.on.cleanup(registry=registry, id="stop-report-endpoint")(stopping)
+        # kopf's Identity is a NewType of str that kopf does not export.
+        identity: Any = operator_identity()
         try:
             await kopf.operator(
                 registry=registry,
                 settings=_kopf_settings(settings, server),
+                identity=identity,
                 standalone=True,
                 clusterwide=True,
                 liveness_endpoint=f"http://{settings.listen_host}:{settings.health_port}/healthz",
