@@ -22,6 +22,8 @@ say "mypy (strict)"
 
 say "test tools (Kubernetes, etcd, helm, Dex, containerd, CoreDNS, Debian packages): cached builds"
 hack/tools.sh > /dev/null || exit 1
+say "images (pause, sidecar, operator; built here without a registry): cached builds"
+hack/images.sh > /dev/null || exit 1
 
 say "pytest"
 export CHECKOV="$PWD/.venv/opt/checkov/bin/checkov"
