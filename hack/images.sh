@@ -271,7 +271,7 @@ rm_stale() { # dir glob keep-name
 
 rm_stale_tags() { # repo keep-tag
   local ref
-  buildah images --format '{{.Name}}:{{.Tag}}' 2> /dev/null | grep -F "$1:" |
+  { buildah images --format '{{.Name}}:{{.Tag}}' 2> /dev/null | grep -F "$1:" || true; } |
     while IFS= read -r ref; do
       [ "${ref%%:*}" = "$1" ] && [ "${ref##*:}" != "$2" ] && buildah rmi "$ref" > /dev/null 2>&1
       true
@@ -279,7 +279,9 @@ rm_stale_tags() { # repo keep-tag
 }
 
 image_id() { buildah images --quiet --no-trunc "$1" 2> /dev/null || true; }
-dangling() { buildah images --quiet --no-trunc --filter dangling=true 2> /dev/null | sort -u; }
+dangling() {
+  { buildah images --quiet --no-trunc --filter dangling=true 2> /dev/null || true; } | sort -u
+}
 
 # `buildah bud --layers` keeps each stage's last layer as an untagged image: the operator
 # build reuses the sidecar build's wheels that way. The next build with other inputs needs
