@@ -9,17 +9,23 @@ and the run fails.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import signal
+import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
-from tests.controlplane import ControlPlane, Tools
+from tests.controlplane import REPO, ControlPlane, Tools
 from tests.controlplane import tools as locate_tools
+
+if TYPE_CHECKING:
+    from tests.node import Node
 
 pytest_plugins = ["tests.idp"]
 
@@ -28,6 +34,41 @@ _MARK = "TOKEN_REFRESHER_TEST_RUN"
 
 def pytest_sessionstart(session: pytest.Session) -> None:
     os.environ[_MARK] = uuid.uuid4().hex
+
+
+def real_components() -> str:
+    """The real components the suite runs, with their versions, for the first line."""
+    versions = {}
+    for line in subprocess.run(
+        [str(REPO / "hack" / "tools.sh"), "--print"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.splitlines():
+        name, _, path = line.partition("=")
+        # The cache folder is <name>-<version>; Dex's version is a pseudo-version.
+        versions[name.lower().replace("_", "-")] = Path(path).parent.name.rpartition(
+            name.lower().replace("_", "-") + "-"
+        )[2]
+    runc = subprocess.run(["runc", "--version"], capture_output=True, text=True, check=False)
+    package = REPO / "hack" / "idp" / "node_modules" / "oidc-provider" / "package.json"
+    oidc = json.loads(package.read_text())["version"] if package.exists() else "?"
+    parts = [
+        f"kube-apiserver/kubelet/kube-proxy/scheduler/controller-manager "
+        f"{versions.get('kubelet', '?')}",
+        f"etcd {versions.get('etcd', '?')}",
+        f"containerd {versions.get('containerd', '?')}",
+        f"runc {(runc.stdout.split() or ['', '', '?'])[2]}",
+        f"CoreDNS {versions.get('coredns', '?')}",
+        f"helm {versions.get('helm', '?')}",
+        "Dex v2.41.1",
+        f"oidc-provider {oidc}",
+    ]
+    return "real components: " + ", ".join(parts)
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return real_components()
 
 
 def _processes_of_this_run() -> list[tuple[int, str]]:
@@ -100,3 +141,21 @@ def cluster(tools: Tools) -> Iterator[ControlPlane]:
         yield cp
     finally:
         cp.stop()
+
+
+@pytest.fixture(scope="session")
+def node(tools: Tools) -> Iterator[Node]:
+    """The real one-node cluster (tests/node.py), with our images imported. Its teardown
+    fails the run if it leaves anything behind on the machine."""
+    from tests.images import images
+    from tests.node import Node
+
+    if descriptor := os.environ.get("TOKEN_REFRESHER_NODE"):
+        # A node started by hand (hack/node.sh) for quick iterations: used, not stopped.
+        yield Node.attach(Path(descriptor), tools)
+        return
+    started = Node(tools, images()).start()
+    try:
+        yield started
+    finally:
+        started.stop()

@@ -47,6 +47,15 @@ class Tools:
     etcd: Path
     helm: Path
     dex: Path
+    # The node's (tests/node.py).
+    kubelet: Path
+    kube_scheduler: Path
+    kube_controller_manager: Path
+    kube_proxy: Path
+    containerd: Path
+    ctr: Path
+    containerd_shim_runc_v2: Path
+    coredns: Path
 
     def need(self, *names: str) -> Tools:
         """Fail with a clear message when a binary a test relies on was not built."""
@@ -109,6 +118,7 @@ def _issue(
     ca: tuple[x509.Certificate, Any] | None,
     org: str | None = None,
     server: bool = False,
+    sans: Sequence[str] = ("localhost", "127.0.0.1"),
 ) -> tuple[x509.Certificate, Any]:
     key = ec.generate_private_key(ec.SECP256R1())
     attrs = [x509.NameAttribute(NameOID.COMMON_NAME, subject)]
@@ -148,15 +158,16 @@ def _issue(
         builder = builder.add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
         if server:
             builder = builder.add_extension(
-                x509.SubjectAlternativeName(
-                    [
-                        x509.DNSName("localhost"),
-                        x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
-                    ]
-                ),
-                critical=False,
+                x509.SubjectAlternativeName([_san(name) for name in sans]), critical=False
             )
     return builder.sign(signing_key, hashes.SHA256()), key
+
+
+def _san(name: str) -> x509.GeneralName:
+    try:
+        return x509.IPAddress(ipaddress.ip_address(name))
+    except ValueError:
+        return x509.DNSName(name)
 
 
 def _say(msg: str) -> None:
@@ -165,16 +176,25 @@ def _say(msg: str) -> None:
 
 @dataclass
 class ControlPlane:
-    """etcd + kube-apiserver on 127.0.0.1 with free ports, in a temp dir of its own."""
+    """etcd + kube-apiserver with free ports, in a temp dir of its own.
+
+    The apiserver listens on `host` (127.0.0.1 unless a node needs it on its pod bridge);
+    `service_cidr` is the Service range, whose first address the `kubernetes` Service
+    gets, so it is in the serving certificate too.
+    """
 
     tools: Tools
     workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="tr-cp-")))
     port: int = field(default_factory=free_port)
+    host: str = "127.0.0.1"
+    service_cidr: str = "10.0.0.0/24"
+    extra_args: Sequence[str] = ()
     _procs: list[subprocess.Popen[Any]] = field(default_factory=list)
+    _ca: tuple[x509.Certificate, Any] | None = field(default=None, repr=False)
 
     @property
     def server(self) -> str:
-        return f"https://127.0.0.1:{self.port}"
+        return f"https://{self.host}:{self.port}"
 
     @property
     def sa_issuer(self) -> str:
@@ -289,9 +309,48 @@ class ControlPlane:
 
     # --- internals -----------------------------------------------------------------------
 
+    def issue(
+        self, name: str, *, cn: str, org: str | None = None, server_sans: Sequence[str] = ()
+    ) -> tuple[Path, Path]:
+        """A certificate signed by the cluster CA, written as <name>.crt/.key in the workdir:
+        a client certificate for `cn`/`org`, or a serving one when `server_sans` is given."""
+        if self._ca is None:
+            raise RuntimeError("the control plane's CA does not exist before start()")
+        cert, key = _issue(
+            cn, ca=self._ca, org=org, server=bool(server_sans), sans=server_sans or ()
+        )
+        crt_path, key_path = self.workdir / f"{name}.crt", self.workdir / f"{name}.key"
+        crt_path.write_bytes(_pem_cert(cert))
+        key_path.write_bytes(_pem_key(key))
+        key_path.chmod(0o600)
+        return crt_path, key_path
+
+    def write_kubeconfig(self, name: str, *, cn: str, org: str | None = None) -> Path:
+        """A kubeconfig for a client certificate of the user `cn` in group `org`."""
+        crt, key = self.issue(name, cn=cn, org=org)
+        path = self.workdir / f"{name}.kubeconfig"
+        path.write_text(
+            "apiVersion: v1\nkind: Config\n"
+            f"clusters:\n- name: test\n  cluster:\n    server: {self.server}\n"
+            f"    certificate-authority: {self.ca_file}\n"
+            f"users:\n- name: {name}\n  user:\n    client-certificate: {crt}\n"
+            f"    client-key: {key}\n"
+            f"contexts:\n- name: test\n  context:\n    cluster: test\n    user: {name}\n"
+            "current-context: test\n"
+        )
+        path.chmod(0o600)
+        return path
+
+    @property
+    def service_ip(self) -> str:
+        """The ClusterIP of the `kubernetes` Service: the first address of the range."""
+        return str(next(ipaddress.ip_network(self.service_cidr).hosts()))
+
     def _write_pki(self) -> None:
-        ca = _issue("token-refresher-test-ca", ca=None)
-        serving = _issue("kube-apiserver", ca=ca, server=True)
+        ca = self._ca = _issue("token-refresher-test-ca", ca=None)
+        sans = ["localhost", "127.0.0.1", self.host, self.service_ip, "kubernetes"]
+        sans += [f"kubernetes.default{d}" for d in ("", ".svc", ".svc.cluster.local")]
+        serving = _issue("kube-apiserver", ca=ca, server=True, sans=sans)
         admin = _issue("admin", ca=ca, org="system:masters")
         sa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         files = {
@@ -383,27 +442,29 @@ class ControlPlane:
 
     def _start_apiserver(self, *, timeout: float) -> None:
         w = self.workdir
+        base = [
+            f"--etcd-servers={self.etcd_url}",
+            f"--bind-address={self.host}",
+            f"--advertise-address={self.host}",
+            f"--secure-port={self.port}",
+            f"--cert-dir={w / 'certs'}",
+            f"--tls-cert-file={w / 'apiserver.crt'}",
+            f"--tls-private-key-file={w / 'apiserver.key'}",
+            f"--client-ca-file={w / 'ca.crt'}",
+            "--authorization-mode=RBAC",
+            f"--service-account-issuer={self.sa_issuer}",
+            f"--service-account-key-file={w / 'sa.pub'}",
+            f"--service-account-signing-key-file={w / 'sa.key'}",
+            f"--service-cluster-ip-range={self.service_cidr}",
+            "--enable-admission-plugins=PodSecurity",
+            "--allow-privileged=false",
+            "--v=0",
+        ]
+        # extra_args replace the flags they name (list flags would append otherwise).
+        named = {a.partition("=")[0] for a in self.extra_args}
+        argv = [a for a in base if a.partition("=")[0] not in named] + list(self.extra_args)
         proc = self._apiserver = self._spawn(
-            "kube-apiserver",
-            [
-                str(self.tools.kube_apiserver),
-                f"--etcd-servers={self.etcd_url}",
-                "--bind-address=127.0.0.1",
-                "--advertise-address=127.0.0.1",
-                f"--secure-port={self.port}",
-                f"--cert-dir={w / 'certs'}",
-                f"--tls-cert-file={w / 'apiserver.crt'}",
-                f"--tls-private-key-file={w / 'apiserver.key'}",
-                f"--client-ca-file={w / 'ca.crt'}",
-                "--authorization-mode=RBAC",
-                f"--service-account-issuer={self.sa_issuer}",
-                f"--service-account-key-file={w / 'sa.pub'}",
-                f"--service-account-signing-key-file={w / 'sa.key'}",
-                "--service-cluster-ip-range=10.0.0.0/24",
-                "--enable-admission-plugins=PodSecurity",
-                "--allow-privileged=false",
-                "--v=0",
-            ],
+            "kube-apiserver", [str(self.tools.kube_apiserver), *argv]
         )
         self._wait(
             f"kube-apiserver on {self.server}",

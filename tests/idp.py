@@ -337,11 +337,13 @@ class OidcProvider(_LocalIdP):
     resource_scopes: str = "api:read api:write"
     port: int = 0
     timeout: float = 20.0
+    # 127.0.0.1, or the node's bridge address when pods must reach it too.
+    host: str = "127.0.0.1"
     _process: _Process | None = field(default=None, repr=False)
 
     @property
     def issuer(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     @property
     def jwks_url(self) -> str:
@@ -369,7 +371,7 @@ class OidcProvider(_LocalIdP):
 
     def config(self) -> dict[str, Any]:
         return {
-            "host": "127.0.0.1",
+            "host": self.host,
             "port": self.port,
             "ttl": {
                 "ClientCredentials": self.ttl,
@@ -423,7 +425,7 @@ class OidcProvider(_LocalIdP):
 
         where = f"port {self.port}" if self.port else "a free port"
         self._process.wait_ready(
-            f"its ready line on stdout (listening on 127.0.0.1, {where})",
+            f"its ready line on stdout (listening on {self.host}, {where})",
             printed_ready_line,
             self.timeout,
         )
@@ -504,6 +506,7 @@ class OidcProviderFactory:
         trusted_issuers: Sequence[Mapping[str, Any]] = (),
         port: int = 0,
         timeout: float = 20.0,
+        host: str = "127.0.0.1",
     ) -> OidcProvider:
         workdir = self.base_dir / f"oidc-provider-{len(self.started)}"
         workdir.mkdir(parents=True)
@@ -519,6 +522,7 @@ class OidcProviderFactory:
             trusted_issuers=[dict(t) for t in trusted_issuers],
             port=port,
             timeout=timeout,
+            host=host,
         )
         self.started.append(idp)
         return idp.start()

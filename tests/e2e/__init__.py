@@ -1,0 +1,1 @@
+"""End-to-end tests on the real local node (tests/node.py): real pods, images, chart."""
