@@ -74,8 +74,23 @@ def _save_tables(family: str) -> str:
 
 
 def _normalised(dump: str) -> list[str]:
-    """iptables-save output without comments and packet counters, for comparison."""
-    return [_COUNTERS.sub("", ln) for ln in dump.splitlines() if ln and not ln.startswith("#")]
+    """iptables-save output without comments, packet counters and empty tables, for
+    comparison: with the nf_tables backend a flushed table stays listed, holding only
+    its built-in chains, which is the same as no table at all."""
+    kept: list[str] = []
+    table: list[str] = []
+    for line in (_COUNTERS.sub("", ln) for ln in dump.splitlines()):
+        if not line or line.startswith("#"):
+            continue
+        table.append(line)
+        if line == "COMMIT":
+            empty = all(ln.startswith(("*", ":")) or ln == "COMMIT" for ln in table) and all(
+                ln.split()[1] == "ACCEPT" for ln in table if ln.startswith(":")
+            )
+            if not empty:
+                kept += table
+            table = []
+    return kept + table
 
 
 def _tables_in(dump: str) -> set[str]:
