@@ -96,11 +96,14 @@ class OAuthClient:
     client_secret: str | None = None
     grant_types: tuple[str, ...] = ("client_credentials",)
     private_jwk: Mapping[str, Any] | None = None  # the private RSA JWK for private_key_jwt
+    # Public JWKs registered beside the client's own, as while a key is being rotated.
+    other_public_jwks: tuple[Mapping[str, Any], ...] = ()
 
     @property
     def public_jwks(self) -> dict[str, Any]:
         assert self.private_jwk is not None, f"client {self.client_id} has no key"
-        return {"keys": [RSAKey.import_key(dict(self.private_jwk)).as_dict(private=False)]}
+        own = RSAKey.import_key(dict(self.private_jwk)).as_dict(private=False)
+        return {"keys": [own, *(dict(k) for k in self.other_public_jwks)]}
 
     def private_key_pem(self) -> bytes:
         """The client's key as PKCS#8 PEM (what PRIVATE_KEY_FILE holds)."""

@@ -72,6 +72,7 @@ KEYS = frozenset(
         "resource",
         "client-secret",
         "private-key",
+        "private-key-id",
         "refresh-token",
         "service-account-audience",
         "file",
@@ -122,6 +123,7 @@ class InjectionSpec:
     resource: str | None = None
     client_secret: SecretRef | None = None
     private_key: SecretRef | None = None
+    private_key_id: str | None = None
     refresh_token: SecretRef | None = None
     service_account_audience: str | None = None
     file: str = DEFAULT_FILE
@@ -340,6 +342,7 @@ def parse(
         resource=values.get("resource"),
         client_secret=ref("client-secret"),
         private_key=ref("private-key"),
+        private_key_id=values.get("private-key-id"),
         refresh_token=ref("refresh-token"),
         service_account_audience=values.get("service-account-audience"),
         file=values.get("file", DEFAULT_FILE),

@@ -89,6 +89,7 @@ _ANNOTATION_OF = {
     env_name("client_auth"): "client-auth",
     env_name("client_secret_file"): "client-secret",
     env_name("private_key_file"): "private-key",
+    env_name("private_key_id"): "private-key-id",
     env_name("refresh_token_file"): "refresh-token",
     env_name("service_account_token_file"): "service-account-audience",
     env_name("scope"): "scope",
@@ -160,6 +161,7 @@ def render_env(*, spec: InjectionSpec, config: ClusterConfig, report_audience: s
     put("client_auth", spec.client_auth.value if spec.client_auth else None)
     for kind in _secret_refs(spec):
         put(f"{kind.replace('-', '_')}_file", _secret_file(kind))
+    put("private_key_id", spec.private_key_id)
     if _needs_sa_token(spec) and spec.service_account_audience:
         put("service_account_token_file", f"{CREDENTIALS_DIR}/serviceaccount/token")
     put("scope", spec.scope)

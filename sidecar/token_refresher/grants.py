@@ -9,21 +9,26 @@ driven by `_AuthlibAuth`, the same few lines as the `OAuth2ClientAuth` of authli
 httpx integration. We import neither that integration (it pulls in anyio and ~12 MiB
 of resident memory for a sidecar meant to stay near 40) nor `AsyncOAuth2Client`:
 its `fetch_token` reads unbounded bodies and keeps its own token state and expiry
-(with the 60 s leeway of authlib issue #716), and this sidecar owns all three.
+(with the 60 s leeway of authlib issue #716), and this sidecar owns all three. What
+authlib leaves to us in a private_key_jwt assertion is its header `kid` and its
+lifetime (`ASSERTION_LIFETIME`, not authlib's hour).
 """
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Callable, Generator
 from typing import Any
 from urllib.parse import parse_qsl
 
 import httpx2
 
+from .clock import Clock, SystemClock
 from .credentials import CredentialFile, PrivateKeyFile
 from .settings import ClientAuth, Grant, Settings
 
 __all__ = [
+    "ASSERTION_LIFETIME",
     "CLIENT_ASSERTION_TYPE",
     "GRANT_TYPES",
     "JWT_TOKEN_TYPE",
@@ -39,12 +44,21 @@ GRANT_TYPES: dict[Grant, str] = {
     Grant.JWT_BEARER: "urn:ietf:params:oauth:grant-type:jwt-bearer",
 }
 
+# Seconds from iat to exp of a private_key_jwt assertion. A fresh one is signed for
+# every request, so it only has to outlive the request and modest clock skew; a short
+# one is worth less to whoever steals it, and the IdP keeps its jti (RFC 7523 section 3)
+# in a replay cache only that long. Auth0 refuses more than 5 minutes, Salesforce more
+# than 3; Keycloak (26.2+) accepts an assertion only within 60 s of its iat, whatever
+# exp says — which a fresh one always is. authlib's default is an hour.
+ASSERTION_LIFETIME = 120
+
 
 class Credentials:
     """The credential files of one configuration, and the requests built from them."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, clock: Clock | None = None) -> None:
         self._settings = settings
+        self._clock: Clock = clock or SystemClock()
         self._secret = (
             CredentialFile(settings.client_secret_file, what="client secret")
             if settings.client_secret_file is not None
@@ -104,12 +118,29 @@ class Credentials:
             assert self._secret is not None  # guaranteed by Settings
             return _auth(OAuth2ClientAuth(s.client_id, self._secret.read(), method.value))
         if method is ClientAuth.PRIVATE_KEY_JWT:
-            from authlib.oauth2.rfc7523 import PrivateKeyJWT
-
             assert self._key is not None
-            signer = PrivateKeyJWT(token_endpoint, alg=s.private_key_alg)
-            return _auth(OAuth2ClientAuth(s.client_id, self._key.read(), signer))
+            key = self._key.read()
+            return _auth(
+                OAuth2ClientAuth(s.client_id, key, self._private_key_signer(key, token_endpoint))
+            )
         return _auth(OAuth2ClientAuth(s.client_id, None, self._service_account_assertion()))
+
+    def _private_key_signer(self, key: Any, token_endpoint: str) -> Any:
+        from authlib.oauth2.rfc7523 import PrivateKeyJWT
+
+        # Without a kid, an IdP holding two keys for the client — as during every key
+        # rotation — may try only one: Keycloak answers "Signature on JWT token failed
+        # validation". The thumbprint needs no configuration and names the key exactly.
+        kid = self._settings.private_key_id or key.thumbprint()
+        now = int(self._clock.time())
+        claims = {
+            "iat": now,
+            "exp": now + ASSERTION_LIFETIME,
+            "jti": secrets.token_urlsafe(24),  # unique per assertion, never reused
+        }
+        return PrivateKeyJWT(
+            token_endpoint, claims=claims, headers={"kid": kid}, alg=self._settings.private_key_alg
+        )
 
     def _service_account_token(self) -> str:
         assert self._sa_token is not None  # guaranteed by Settings

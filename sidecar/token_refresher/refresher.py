@@ -81,7 +81,7 @@ class Refresher:
             headers={"User-Agent": _USER_AGENT},
         )
         self._idp = IdP(settings, self._client, self.clock)
-        self._credentials = Credentials(settings)
+        self._credentials = Credentials(settings, clock=self.clock)
         self._source = TokenSource(settings, self._idp, self._credentials)
         self._writer = TokenWriter(settings.output, settings.format, settings.file_mode)
         self._stop = asyncio.Event()

@@ -109,6 +109,11 @@ class Settings(BaseSettings):
         None, description="PEM private key for private_key_jwt client assertions."
     )
     private_key_alg: str = Field("RS256", description="JWS algorithm for private_key_jwt.")
+    private_key_id: str | None = Field(
+        None,
+        description="kid in the header of private_key_jwt assertions, naming the key in "
+        "the client's JWKS. Default: the key's RFC 7638 thumbprint (SHA-256, base64url).",
+    )
     service_account_token_file: Path | None = Field(
         None,
         description="Projected service-account token (subject token / assertion); "

@@ -128,8 +128,8 @@ extra: 1
     assert lines == [
         f"{path}: defaults.colour: unknown setting; known: audience, client-auth, client-id, "
         "client-secret, containers, file, format, grant, issuer, mount-path, private-key, "
-        "refresh-ratio, refresh-token, resource, scope, service-account-audience, "
-        "subject-token-type, token-params, token-url",
+        "private-key-id, refresh-ratio, refresh-token, resource, scope, "
+        "service-account-audience, subject-token-type, token-params, token-url",
         f"{path}: defaults.grant: must be one of client_credentials, refresh_token, "
         "token_exchange, jwt_bearer (got 'foo')",
         f"{path}: sidecar.imagePullPolicy: Input should be 'Always', 'IfNotPresent' or 'Never' "

@@ -351,6 +351,20 @@ NO_SECRET = {k: v for k, v in BASE.items() if k != P + "client-secret"}
         pytest.param(
             {
                 **NO_SECRET,
+                P + "client-auth": "private_key_jwt",
+                P + "private-key": "billing-key/tls.key",
+                P + "private-key-id": "billing-2026-11",
+            },
+            {
+                "TOKEN_REFRESHER_CLIENT_AUTH": "private_key_jwt",
+                "TOKEN_REFRESHER_PRIVATE_KEY_FILE": KEY,
+                "TOKEN_REFRESHER_PRIVATE_KEY_ID": "billing-2026-11",
+            },
+            id="private_key_jwt-with-key-id",
+        ),
+        pytest.param(
+            {
+                **NO_SECRET,
                 P + "client-auth": "service_account",
                 P + "service-account-audience": "idp",
             },
@@ -602,7 +616,8 @@ AUTHS = "client_secret_basic, client_secret_post, private_key_jwt, service_accou
             {P + "grnt": "refresh_token"},
             "token-refresher.io/grnt: unknown setting; known: audience, client-auth, client-id, "
             "client-secret, containers, file, format, grant, issuer, mount-path, private-key, "
-            "refresh-ratio, refresh-token, resource, scope, service-account-audience, "
+            "private-key-id, refresh-ratio, refresh-token, resource, scope, "
+            "service-account-audience, "
             "subject-token-type, token-params, token-url",
         ),
     ],

@@ -13,6 +13,7 @@ from joserfc.jwk import ECKey, RSAKey
 from sidecar_fakes import CLIENT_SECRET, TOKEN_URL, FakeIdP, rotate
 
 from token_refresher import Refresher
+from token_refresher.grants import ASSERTION_LIFETIME
 
 SA_TOKEN = "SECRET-CANARY-sa-token-eyJhbGciOi"
 
@@ -102,6 +103,36 @@ async def test_private_key_jwt_signs_an_assertion_for_the_token_endpoint(
     assert (claims["iss"], claims["sub"], claims["aud"]) == ("billing", "billing", TOKEN_URL)
     assert claims["jti"]
     assert "authorization" not in seen.headers
+
+
+async def test_private_key_jwt_names_its_key_by_thumbprint_and_lives_briefly(
+    make_settings, idp, clock, half, tmp_path: Path
+) -> None:
+    key = RSAKey.generate_key(2048)
+    key_file = tmp_path / "key.pem"
+    key_file.write_bytes(key.as_pem(private=True))
+    settings = make_settings(client_secret_file=None, private_key_file=key_file)
+    async with Refresher(settings, transport=idp.transport, clock=clock, random=half) as r:
+        assert await r.refresh(), r.status()["last_error"]
+        assert await r.refresh(), r.status()["last_error"]
+    tokens = [jwt.decode(s.form["client_assertion"], key) for s in idp.posts]
+    assert [t.header["kid"] for t in tokens] == [key.thumbprint()] * 2
+    assert [t.claims["iat"] for t in tokens] == [int(clock.wall)] * 2  # from our clock
+    assert [t.claims["exp"] - t.claims["iat"] for t in tokens] == [ASSERTION_LIFETIME] * 2
+    assert tokens[0].claims["jti"] != tokens[1].claims["jti"]
+
+
+async def test_private_key_jwt_sends_the_configured_key_id(
+    make_settings, idp, clock, half, tmp_path: Path
+) -> None:
+    key = RSAKey.generate_key(2048)
+    key_file = tmp_path / "key.pem"
+    key_file.write_bytes(key.as_pem(private=True))
+    settings = make_settings(
+        client_secret_file=None, private_key_file=key_file, private_key_id="billing-2026-11"
+    )
+    seen = await one_request(settings, idp, clock, half)
+    assert jwt.decode(seen.form["client_assertion"], key).header["kid"] == "billing-2026-11"
 
 
 async def test_service_account_client_auth_sends_the_projected_token(

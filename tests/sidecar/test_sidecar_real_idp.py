@@ -45,6 +45,8 @@ async def test_client_credentials_through_discovery(
     else:
         (tmp_path / "key.pem").write_bytes(client.private_key_pem())
         env["private_key_file"] = str(tmp_path / "key.pem")
+        # oidc-provider picks the key by the assertion's kid: the one it was registered under.
+        env["private_key_id"] = client.private_jwk["kid"]
     settings = settings_for(tmp_path, **env)
     async with Refresher(settings) as refresher:
         assert await refresher.refresh(), refresher.status()["last_error"]
