@@ -1,0 +1,275 @@
+"""What the end-to-end tests deploy on the node: the chart from our images, an IdP on the
+host that pods reach at the bridge address, and annotated workloads whose app reads the
+token file and has the IdP check it.
+
+The app container is a loop in the sidecar image's Python: every second it reads
+$TOKEN_FILE and asks the IdP's introspection endpoint (RFC 7662) whether the token is
+active, as an API that validates its callers' tokens would, with credentials of its own
+(the `resource-server` client: the app still never sees the sidecar's). It prints one
+JSON line per call with a hash of the token, never the token.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from tests.chart.helm import CHART
+from tests.idp import OAuthClient, OidcProvider
+from tests.node import Node, wait_until
+
+__all__ = [
+    "APP_SCRIPT",
+    "RELEASE",
+    "RELEASE_NAMESPACE",
+    "RESOURCE_SERVER",
+    "Release",
+    "app_calls",
+    "deployment",
+    "installed",
+    "oauth_secret",
+    "pods_of",
+]
+
+RELEASE = "tr"
+RELEASE_NAMESPACE = "token-refresher"
+P = "token-refresher.io/"
+# The API's own client at the IdP, used only to introspect the tokens it is shown.
+RESOURCE_SERVER = OAuthClient("resource-server", "client_secret_basic", "resource-server-secret")
+
+APP_SCRIPT = """
+import base64, hashlib, json, os, sys, time, urllib.request
+url = os.environ["INTROSPECTION_URL"]
+auth = base64.b64encode(os.environ["RS_CREDENTIALS"].encode()).decode()
+while True:
+    line = {"t": round(time.time(), 1)}
+    try:
+        token = open(os.environ["TOKEN_FILE"]).read()
+        line["sha"] = hashlib.sha256(token.encode()).hexdigest()[:12]
+        body = ("token=" + token).encode()
+        req = urllib.request.Request(url, data=body, headers={"Authorization": "Basic " + auth})
+        with urllib.request.urlopen(req, timeout=5) as resp:
+            line["active"] = json.load(resp).get("active", False)
+    except Exception as exc:
+        line["error"] = type(exc).__name__
+    print(json.dumps(line), flush=True)
+    if os.environ.get("ONCE"):
+        sys.exit(0 if line.get("active") else 1)
+    time.sleep(1)
+"""
+
+_RESTRICTED = {
+    "runAsNonRoot": True,
+    "runAsUser": 65532,
+    "runAsGroup": 65532,
+    "allowPrivilegeEscalation": False,
+    "capabilities": {"drop": ["ALL"]},
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+
+
+@dataclass(frozen=True)
+class Release:
+    """The chart installed on the node from our images."""
+
+    node: Node
+    name: str = RELEASE
+    namespace: str = RELEASE_NAMESPACE
+
+    @property
+    def deployment(self) -> str:
+        return f"{self.name}-token-refresher"
+
+    def operator_pods(self) -> list[dict[str, Any]]:
+        return pods_of(self.node, self.namespace, "app.kubernetes.io/component=operator")
+
+    def scale(self, replicas: int) -> None:
+        self.node.kubectl(
+            "-n", self.namespace, "scale", "deployment", self.deployment, f"--replicas={replicas}"
+        )
+        self.node.kubectl(
+            "-n",
+            self.namespace,
+            "rollout",
+            "status",
+            "deployment",
+            self.deployment,
+            "--timeout=120s",
+            timeout=130,
+        )
+        wait_until(
+            f"{replicas} operator pods",
+            lambda: len(self.operator_pods()) == replicas,
+            120,
+        )
+
+
+def image_values(node: Node) -> list[str]:
+    """helm --set arguments that point the chart at the images built here."""
+    args = []
+    for key, name in (("image", "operator"), ("sidecar.image", "sidecar")):
+        repo, _, tag = node.image(name).rpartition(":")
+        args += [
+            "--set",
+            f"{key}.repository={repo}",
+            "--set",
+            f"{key}.tag={tag}",
+            "--set",
+            f"{key}.pullPolicy=Never",
+        ]
+    return args
+
+
+@contextlib.contextmanager
+def installed(node: Node, *extra: str, name: str = RELEASE) -> Iterator[Release]:
+    """helm install --wait; on exit, helm uninstall --wait."""
+    node.helm(
+        "install",
+        name,
+        str(CHART),
+        "-n",
+        RELEASE_NAMESPACE,
+        "--create-namespace",
+        "--wait",
+        "--timeout=300s",
+        *image_values(node),
+        *extra,
+        timeout=320,
+    )
+    try:
+        yield Release(node, name=name)
+    finally:
+        node.helm(
+            "uninstall",
+            name,
+            "-n",
+            RELEASE_NAMESPACE,
+            "--wait",
+            "--timeout=120s",
+            check=False,
+            timeout=130,
+        )
+
+
+def oauth_secret(node: Node, namespace: str, client: OAuthClient) -> None:
+    secret = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "oauth", "namespace": namespace},
+        "data": {"secret": base64.b64encode((client.client_secret or "").encode()).decode()},
+    }
+    node.kubectl("apply", "-f", "-", input=json.dumps(secret))
+
+
+def annotations(idp: OidcProvider, client: OAuthClient) -> dict[str, str]:
+    return {
+        P + "inject": "true",
+        P + "issuer": idp.issuer,
+        P + "client-id": client.client_id,
+        P + "client-secret": "oauth/secret",
+        P + "scope": "api:read",
+    }
+
+
+def app_container(node: Node, idp: OidcProvider, *, once: bool = False) -> dict[str, Any]:
+    env = [
+        {"name": "INTROSPECTION_URL", "value": f"{idp.issuer}/token/introspection"},
+        {"name": "RS_CREDENTIALS", "value": f"resource-server:{RESOURCE_SERVER.client_secret}"},
+    ]
+    if once:
+        env.append({"name": "ONCE", "value": "1"})
+    return {
+        "name": "app",
+        "image": node.image("sidecar"),
+        "imagePullPolicy": "Never",
+        "command": ["python", "-u", "-c", APP_SCRIPT],
+        "env": env,
+        "securityContext": _RESTRICTED,
+        "resources": {
+            "requests": {"cpu": "5m", "memory": "24Mi"},
+            "limits": {"memory": "64Mi"},
+        },
+    }
+
+
+def pod_spec(node: Node, idp: OidcProvider, *, once: bool = False) -> dict[str, Any]:
+    return {
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": 65532,
+            "runAsGroup": 65532,
+            "fsGroup": 65532,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "enableServiceLinks": False,
+        "terminationGracePeriodSeconds": 2,
+        "containers": [app_container(node, idp, once=once)],
+        **({"restartPolicy": "Never"} if once else {}),
+    }
+
+
+def deployment(
+    node: Node, namespace: str, idp: OidcProvider, client: OAuthClient, *, replicas: int = 3
+) -> dict[str, Any]:
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "billing", "namespace": namespace},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app": "billing"}},
+            "template": {
+                "metadata": {
+                    "labels": {"app": "billing"},
+                    "annotations": annotations(idp, client),
+                },
+                "spec": pod_spec(node, idp),
+            },
+        },
+    }
+
+
+def job(node: Node, namespace: str, idp: OidcProvider, client: OAuthClient) -> dict[str, Any]:
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": "report-run", "namespace": namespace},
+        "spec": {
+            "backoffLimit": 0,
+            "template": {
+                "metadata": {"annotations": annotations(idp, client)},
+                "spec": pod_spec(node, idp, once=True),
+            },
+        },
+    }
+
+
+def pods_of(node: Node, namespace: str, selector: str) -> list[dict[str, Any]]:
+    out = node.kubectl("-n", namespace, "get", "pods", "-l", selector, "-o", "json").stdout
+    return [p for p in json.loads(out)["items"] if not p["metadata"].get("deletionTimestamp")]
+
+
+def app_calls(node: Node, namespace: str, pod: str) -> list[dict[str, Any]]:
+    """The app's JSON lines so far (its whole log, across container restarts)."""
+    out = node.kubectl("-n", namespace, "logs", pod, "-c", "app", check=False).stdout
+    calls = []
+    for line in out.splitlines():
+        if line.startswith("{"):
+            calls.append(json.loads(line))
+    return calls
+
+
+def wait_ready(node: Node, namespace: str, name: str, *, timeout: float = 180) -> None:
+    node.kubectl(
+        "-n",
+        namespace,
+        "rollout",
+        "status",
+        f"deployment/{name}",
+        f"--timeout={int(timeout)}s",
+        timeout=timeout + 10,
+    )
