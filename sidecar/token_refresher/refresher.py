@@ -5,12 +5,15 @@
 how it went. It owns no clock and no network of its own — both
 are passed in — so a test can drive a whole outage in milliseconds. While idle it
 sleeps until the next refresh or the token's expiry, whichever is sooner: no periodic
-wake-ups, so an idle sidecar costs no CPU.
+wake-ups, so an idle sidecar costs no CPU. The one exception is the wait after a
+permanent error, when it looks at the credential files once a second (`watch`), so
+that the fix a person makes to a Secret is tried at once.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import random as _random
 from collections.abc import Awaitable
 from dataclasses import dataclass
@@ -31,6 +34,7 @@ from .schedule import Random, first_refresh, next_refresh, permanent_delay, retr
 from .settings import Settings
 from .source import TokenSource
 from .tokens import Token
+from .watch import POLL_INTERVAL, CredentialWatch, watched_files
 from .writer import TokenWriter, read_expiry, remove_temporaries, rfc3339
 
 __all__ = ["Refresher", "RefresherState"]
@@ -84,6 +88,7 @@ class Refresher:
         self._credentials = Credentials(settings, clock=self.clock)
         self._source = TokenSource(settings, self._idp, self._credentials)
         self._writer = TokenWriter(settings.output, settings.format, settings.file_mode)
+        self._watch = CredentialWatch(watched_files(settings))
         self._stop = asyncio.Event()
         self._wake = asyncio.Event()  # the plan changed while the loop slept
         self._running = False
@@ -99,6 +104,8 @@ class Refresher:
         self._failing_since: float | None = None
         self._last_success: float | None = None
         self._last_error: _LastError | None = None
+        self._permanent_failures = 0  # in a row: how far up the permanent_delay ladder
+        self._permanent_wait = False  # waiting after a permanent error
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -167,6 +174,7 @@ class Refresher:
                 self.check_output()
                 self._wake.clear()
                 now = self.clock.monotonic()
+                self._retry_if_credentials_changed(now)
                 if self._disk_expiry is not None and self._disk_expiry[0] <= now:
                     self._expire()
                 elif self._next_mono <= now:
@@ -175,6 +183,8 @@ class Refresher:
                     wake = self._next_mono
                     if self._disk_expiry is not None:
                         wake = min(wake, self._disk_expiry[0])
+                    if self._watching:
+                        wake = min(wake, now + POLL_INTERVAL)
                     await self._unless_stopped(self.clock.sleep(wake - now), self._wake)
         finally:
             self._running = False
@@ -204,6 +214,7 @@ class Refresher:
         reported, and the next attempt is planned (`next_refresh_in`).
         """
         started = self.clock.monotonic()
+        self._watch.snapshot()  # what this attempt reads; a later change is a person's fix
         try:
             token = await self._source.fetch()
             self._writer.write(token, now=self.clock.time())
@@ -212,6 +223,21 @@ class Refresher:
             return False
         self._succeeded(token, started)
         return True
+
+    @property
+    def _watching(self) -> bool:
+        return self._permanent_wait and bool(self._watch.paths)
+
+    def _retry_if_credentials_changed(self, now: float) -> None:
+        if not self._watching:
+            return
+        changed = self._watch.changed()
+        if changed is None:
+            return
+        log.info(f"{changed} changed after a permanent error; retrying now")
+        self._permanent_wait = False
+        self._permanent_failures = 0  # a new credential starts the ladder again
+        self._next_mono = now
 
     # -- bookkeeping -----------------------------------------------------------------
 
@@ -227,6 +253,8 @@ class Refresher:
         plan = first_refresh if self.refresh_count == 0 else next_refresh
         self.refresh_count += 1
         self.consecutive_failures = 0
+        self._permanent_failures = 0
+        self._permanent_wait = False
         self._failing_since = None
         self._last_success = self.clock.time()
         self._next_mono = plan(
@@ -264,9 +292,12 @@ class Refresher:
         description = getattr(exc, "description", None)
         message = redactor.scrub(str(exc))
         self._last_error = _LastError(error, message, permanent, wall)
+        self._permanent_wait = permanent
         if permanent:
+            self._permanent_failures += 1
             delay = permanent_delay(
-                self.settings.permanent_error_interval,
+                self._permanent_failures,
+                ceiling=self.settings.permanent_error_interval,
                 random=self._random,
                 retry_after=retry_after,
             )
@@ -294,6 +325,7 @@ class Refresher:
                 "permanent": permanent,
                 "consecutive_failures": self.consecutive_failures,
                 "retry_in": round(delay, 3),
+                "retry_on_change": self._watching,
                 "token_valid": self.ready,
             },
         )
@@ -394,11 +426,22 @@ class Refresher:
                 "at": rfc3339(last.at),
             },
             "next_refresh_at": None if self._stopped else rfc3339(self._wall(self._next_mono)),
+            "waiting": self._waiting(),
+            "watched_files": [str(path) for path in self._watch.paths] if self._watching else [],
             "refresh_count": self.refresh_count,
             "grant": self.settings.grant.value,
             "token_endpoint": self._idp.token_url,
             "output": str(self.settings.output),
         }
+
+    def _waiting(self) -> str | None:
+        """After a permanent error, what the next attempt waits for, in words."""
+        if not self._permanent_wait or self._stopped:
+            return None
+        left = _duration(self.next_refresh_in)
+        if self._watching:
+            return f"waiting for a credential change or {left}"
+        return f"waiting {left}"
 
     def summary(self) -> str:
         """One line for the log at shutdown, arq style."""
@@ -415,6 +458,15 @@ class Refresher:
             f"{_plural(self.refresh_count, 'refresh', 'refreshes')}, "
             f"{_plural(self.failure_count, 'failed attempt', 'failed attempts')}, {expiry}"
         )
+
+
+def _duration(seconds: float) -> str:
+    """4m12s, 1h00m05s, 7s: rounded up, so a wait never reads shorter than it is."""
+    hours, rest = divmod(math.ceil(seconds), 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h{minutes:02d}m{secs:02d}s"
+    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
 
 
 def _plural(count: int, one: str, many: str) -> str:

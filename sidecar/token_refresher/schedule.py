@@ -17,6 +17,7 @@ from email.utils import parsedate_to_datetime
 __all__ = [
     "EARLIEST_FIRST_FRACTION",
     "LATEST_FRACTION",
+    "PERMANENT_FIRST_DELAY",
     "RETRY_AFTER_CAP",
     "Random",
     "first_refresh",
@@ -36,6 +37,10 @@ LATEST_FRACTION = 0.95
 # lifetime (unless the normal window itself does): a token is not refreshed moments
 # after it came.
 EARLIEST_FIRST_FRACTION = 0.05
+
+# The first retry after a permanent error: soon, because a fix made at the IdP (the
+# client's registration, its grants) leaves no file change for `watch` to notice.
+PERMANENT_FIRST_DELAY = 5.0
 
 # A Retry-After is honoured, but one saying "next week" (or a date parsed wrongly) must
 # not park the sidecar: beyond an hour we retry anyway.
@@ -128,13 +133,25 @@ def retry_delay(
     return delay
 
 
-def permanent_delay(interval: float, *, random: Random, retry_after: float | None = None) -> float:
-    """Seconds to wait after a permanent error (invalid_client, a dead refresh token).
+def permanent_delay(
+    failures: int,
+    *,
+    ceiling: float,
+    random: Random,
+    first: float = PERMANENT_FIRST_DELAY,
+    retry_after: float | None = None,
+) -> float:
+    """Seconds to wait after the `failures`-th permanent error in a row (invalid_client,
+    a dead refresh token).
 
     Retried at all because a person may fix the registration or the secret without
-    restarting the pod; ±10 % so a fleet sharing one broken client does not retry in step.
+    restarting the pod: soon at first, since the person may be fixing it right now,
+    then doubling from `first` up to `ceiling` (PERMANENT_ERROR_INTERVAL), which is never
+    exceeded. Up to 10 % less, so a fleet sharing one broken client does not retry in
+    step. A changed credential file is retried at once (`watch`), whatever this says.
     """
-    delay = interval * (0.9 + 0.2 * random())
+    step = min(ceiling, first * 2.0 ** min(max(0, failures - 1), 1000))
+    delay = step * (0.9 + 0.1 * random())
     if retry_after is not None:
         delay = max(delay, min(retry_after, RETRY_AFTER_CAP))
     return delay

@@ -191,8 +191,9 @@ class Settings(BaseSettings):
     permanent_error_interval: float = Field(
         300.0,
         gt=0,
-        description="Retry delay in seconds after a permanent error (invalid_client, "
-        "invalid_grant with no fallback): retried slowly, never hammered.",
+        description="Ceiling in seconds of the retry delay after a permanent error "
+        "(invalid_client, invalid_grant with no fallback): retried at growing intervals "
+        "from a few seconds up to this, and at once when a credential file changes.",
     )
     listen: str = Field(
         "0.0.0.0:8099", description="host:port of /healthz, /readyz, /metrics, /status."

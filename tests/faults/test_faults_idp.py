@@ -9,7 +9,7 @@ file all the time. Each case names what must happen, and checks it from the outs
 
 - backoff:     retried with capped exponential backoff (several attempts in the window)
 - retry-after: the server's Retry-After is honoured (attempts exactly that far apart)
-- permanent:   only a person can fix it: retried slowly (PERMANENT_ERROR_INTERVAL)
+- permanent:   only a person can fix it: retried slowly (up to PERMANENT_ERROR_INTERVAL)
 
 and in every case: the last good token stays on disk and readable (the app never sees
 an empty, partial or expired file), /readyz stays 200, the failure is reported with its
@@ -36,7 +36,7 @@ TTL = 5  # seconds; client_credentials tokens of the shared oidc-provider
 CANARY = "SECRET-CANARY-fault-token"
 TIMEOUT = 0.5
 BACKOFF_MAX = 0.3
-PERMANENT = 3.0  # PERMANENT_ERROR_INTERVAL: retried after 2.7..3.3 s
+PERMANENT = 3.0  # PERMANENT_ERROR_INTERVAL, the ceiling: the first retry after 2.7..3 s
 WINDOW = 2.2  # seconds of faulty answers after the first faulty attempt
 
 SETTINGS = {

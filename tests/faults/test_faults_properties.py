@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 from token_refresher.errors import TokenEndpointError
 from token_refresher.expiry import MAX_LIFETIME
 from token_refresher.schedule import (
+    PERMANENT_FIRST_DELAY,
     RETRY_AFTER_CAP,
     parse_retry_after,
     permanent_delay,
@@ -134,14 +135,20 @@ def test_retry_after_is_always_honoured_up_to_its_cap(
     assert delay <= max(60.0, min(retry_after, RETRY_AFTER_CAP))
 
 
-@given(interval=seconds, draw=draws, retry_after=st.none() | st.floats(0.0, 10.0**9))
-def test_permanent_errors_are_retried_slowly_within_ten_percent(
-    interval: float, draw: float, retry_after: float | None
+@given(
+    failures=st.integers(1, 10**6),
+    ceiling=seconds,
+    draw=draws,
+    retry_after=st.none() | st.floats(0.0, 10.0**9),
+)
+def test_permanent_errors_are_retried_no_sooner_than_the_ladder_and_within_the_ceiling(
+    failures: int, ceiling: float, draw: float, retry_after: float | None
 ) -> None:
-    delay = permanent_delay(interval, random=fixed(draw), retry_after=retry_after)
-    assert delay >= interval * 0.9
+    delay = permanent_delay(failures, ceiling=ceiling, random=fixed(draw), retry_after=retry_after)
+    step = min(ceiling, PERMANENT_FIRST_DELAY * 2.0 ** min(failures - 1, 1000))
+    assert delay >= step * 0.9
     if retry_after is None:
-        assert delay <= interval * 1.1
+        assert delay <= ceiling
     else:
         assert delay >= min(retry_after, RETRY_AFTER_CAP)
 

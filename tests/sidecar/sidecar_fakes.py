@@ -1,4 +1,5 @@
-"""Fakes for the sidecar's tests: a clock we own and a scripted identity provider.
+"""Fakes for the sidecar's tests: a clock we own, a scripted identity provider, and
+a Secret volume written the way the kubelet writes it.
 
 Kept apart from conftest.py (which only holds fixtures) under a name no other test
 directory uses, so `from sidecar_fakes import ...` is unambiguous in a whole-suite run.
@@ -141,3 +142,34 @@ def rotate(path: Path, content: str | None) -> None:
     path.write_text(content)
     st = path.stat()
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+
+
+class SecretVolume:
+    """A directory laid out as the kubelet lays out a Secret volume, updated as it does.
+
+    `<key>` -> `..data/<key>`, `..data` -> `..<generation>/`; `update()` writes a new
+    generation directory and swaps `..data` to it with one rename (kubelet's
+    AtomicWriter), so every key resolves to a new file at once, changed or not.
+    """
+
+    def __init__(self, root: Path, **files: str) -> None:
+        self.root = root
+        self.generation = 0
+        root.mkdir(parents=True)
+        self.update(**files)
+        for key in files:
+            (root / key).symlink_to(Path("..data") / key)
+
+    def path(self, key: str) -> Path:
+        return self.root / key
+
+    def update(self, **files: str) -> None:
+        """The whole Secret's new content: every key, as the kubelet writes it."""
+        self.generation += 1
+        directory = self.root / f"..{self.generation}"
+        directory.mkdir()
+        for key, content in files.items():
+            (directory / key).write_text(content)
+        link = self.root / "..data_tmp"
+        link.symlink_to(directory.name)
+        os.replace(link, self.root / "..data")

@@ -104,15 +104,17 @@ async def test_a_hanging_idp_times_out_in_real_time(make_settings, clock, half) 
     assert "did not answer within 0.2 s" in r.status()["last_error"]["message"]
 
 
-async def test_invalid_client_is_permanent_and_retried_slowly(
+async def test_invalid_client_is_permanent_and_retried_at_growing_intervals_to_a_ceiling(
     make_settings, idp, clock, half, caplog
 ) -> None:
-    idp.reply(idp.error(401, "invalid_client", "Client authentication failed"))
-    settings = make_settings(permanent_error_interval=600)
+    idp.reply(*[idp.error(401, "invalid_client", "Client authentication failed")] * 8)
+    settings = make_settings(permanent_error_interval=200)
     with caplog.at_level(logging.WARNING):
         async with refresher(settings, idp, clock, half) as r:
             await drive(r, lambda: r.refresh_count == 1)
-    assert gaps(idp) == [600.0]
+    # 5 s doubling up to PERMANENT_ERROR_INTERVAL, each 5 % short (`half` draws the middle
+    # of the 0..10 % spread); the ceiling is never exceeded.
+    assert gaps(idp) == [4.75, 9.5, 19.0, 38.0, 76.0, 152.0, 190.0, 190.0]
     errors = [rec for rec in caplog.records if rec.levelno == logging.ERROR]
     assert errors[0].getMessage() == (
         "token endpoint https://idp.example/token rejected client 'billing': "
@@ -151,7 +153,7 @@ async def test_invalid_grant_without_fallback_is_permanent_until_a_new_token_arr
     async with refresher(settings, idp, clock, half) as r:
         assert not await r.refresh()
         assert r.status()["last_error"]["permanent"] is True
-        assert r.next_refresh_in == pytest.approx(300)
+        assert r.next_refresh_in == pytest.approx(4.75)  # the first step of the ladder
         # Nothing left to try: the IdP is not asked again with the dead token.
         assert not await r.refresh()
         assert len(idp.posts) == 1

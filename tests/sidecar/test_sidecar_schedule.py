@@ -160,10 +160,20 @@ def test_retries_near_expiry_never_drop_below_the_floor() -> None:
     assert delay == 1.0
 
 
-def test_permanent_errors_retry_slowly_with_ten_percent_spread() -> None:
-    assert permanent_delay(300, random=fixed(0.0)) == pytest.approx(270)
-    assert permanent_delay(300, random=fixed(0.999999)) == pytest.approx(330, abs=0.01)
-    assert permanent_delay(300, random=fixed(0.5), retry_after=900) == 900
+def test_permanent_errors_retry_from_a_few_seconds_doubling_to_the_ceiling() -> None:
+    steps = [permanent_delay(n, ceiling=300, random=fixed(0.999999)) for n in range(1, 10)]
+    assert steps == pytest.approx([5, 10, 20, 40, 80, 160, 300, 300, 300], abs=0.01)
+
+
+def test_permanent_retries_spread_ten_percent_below_and_never_above_the_ceiling() -> None:
+    assert permanent_delay(1, ceiling=300, random=fixed(0.0)) == pytest.approx(4.5)
+    assert permanent_delay(9, ceiling=300, random=fixed(0.0)) == pytest.approx(270)
+    assert permanent_delay(1, ceiling=3, random=fixed(0.999999)) == pytest.approx(3, abs=0.01)
+    assert permanent_delay(10**6, ceiling=300, random=fixed(0.5)) == pytest.approx(285)
+
+
+def test_a_permanent_error_honours_retry_after() -> None:
+    assert permanent_delay(1, ceiling=300, random=fixed(0.5), retry_after=900) == 900
 
 
 @pytest.mark.parametrize(
