@@ -1,28 +1,27 @@
-"""The one-command demo (`make demo`): token-refresher end to end on a local control plane.
+"""The one-command demo (`make demo`): token-refresher as it is deployed, on a real node.
 
-What a newcomer sees, in six acts, with no cluster and no Docker: a real kube-apiserver
-and etcd, a real OpenID provider (oidc-provider) issuing 10-second tokens, the operator in
-development mode, an annotated pod and the spec the webhook injected into it, the sidecar
-run with exactly that spec keeping the token file fresh on one live line, and an IdP
-outage turning into Warning events that `kubectl` shows. Whether it reaches its end or is
-stopped with Ctrl-C, every process and temp dir it made is removed.
-`--non-interactive` runs it unattended (CI does, in tests/test_demo.py).
+What a newcomer sees, in six acts: a real one-node Kubernetes on this machine (kubelet,
+containerd, kube-proxy, CoreDNS, built from Go modules), a real OpenID provider
+(oidc-provider) issuing 10-second tokens, `helm install --wait` of the chart from images
+built from our Dockerfile, an annotated Deployment and what the webhook injected into it,
+`kubectl exec` into the app to read the token and have the IdP accept it while the
+sidecar refreshes it, and an IdP outage turning into Events that `kubectl` shows.
+Whether it reaches its end or is stopped with Ctrl-C, everything it started is stopped
+and the machine is put back as it was. `--non-interactive` runs it unattended (CI does,
+in tests/test_demo.py, on the suite's node: TOKEN_REFRESHER_NODE).
 """
 
 from __future__ import annotations
 
 import argparse
-import base64
 import contextlib
-import hashlib
 import json
 import os
 import shutil
-import subprocess
+import signal
 import sys
 import tempfile
 import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -30,14 +29,38 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from tests.controlplane import ControlPlane, free_port, stop_process, tools  # noqa: E402
-from tests.idp import OidcProvider, OidcProviderFactory  # noqa: E402
-from tests.podrunner import prepare_sidecar  # noqa: E402
+from tests.controlplane import tools  # noqa: E402
+from tests.e2e.workloads import (  # noqa: E402
+    RESOURCE_SERVER,
+    deployment,
+    installed,
+    oauth_secret,
+    pods_of,
+    wait_ready,
+)
+from tests.idp import OidcProvider, OidcProviderFactory, default_oidc_clients  # noqa: E402
+from tests.images import images  # noqa: E402
+from tests.node import HOST_IP, Node  # noqa: E402
 
 TTL = 10  # seconds: short, so refreshes happen while you watch
 NAMESPACE = "demo"
-POD = "billing-api"
+APP = "billing"
 BOLD, DIM, RESET = ("\033[1m", "\033[2m", "\033[0m") if sys.stdout.isatty() else ("", "", "")
+
+# Runs in the app container (kubectl exec): what the app sees, and what the sidecar says.
+_PEEK = """
+import base64, hashlib, json, os, urllib.request
+token = open(os.environ["TOKEN_FILE"]).read()
+auth = base64.b64encode(os.environ["RS_CREDENTIALS"].encode()).decode()
+req = urllib.request.Request(os.environ["INTROSPECTION_URL"], data=("token=" + token).encode(),
+                             headers={"Authorization": "Basic " + auth})
+active = json.load(urllib.request.urlopen(req, timeout=5)).get("active")
+status = json.load(urllib.request.urlopen("http://127.0.0.1:8099/status", timeout=5))
+print(json.dumps({"sha": hashlib.sha256(token.encode()).hexdigest()[:10], "active": active,
+                  "expires_at": status.get("expires_at"), "state": status.get("state"),
+                  "refreshes": status.get("refresh_count"),
+                  "failures": status.get("consecutive_failures")}))
+"""
 
 
 class Demo:
@@ -45,7 +68,8 @@ class Demo:
         self.interactive = interactive
         self.watch_seconds = watch_seconds
         self.workdir = Path(tempfile.mkdtemp(prefix="token-refresher-demo-"))
-        self.cleanups: list[Callable[[], None]] = []
+        # Whatever the demo starts is entered here and undone, last first, by close().
+        self.stack = contextlib.ExitStack()
         self.act = 0
 
     # --- narration ---------------------------------------------------------------------
@@ -75,154 +99,115 @@ class Demo:
             if now > next_note:
                 self.say(f"{DIM}waiting for {what}: {deadline - now:.0f} s left{RESET}")
                 next_note = now + 5
-            time.sleep(0.25)
+            time.sleep(0.5)
+
+    def shell(self, node: Node, *args: str) -> str:
+        self.say(f"$ kubectl {' '.join(args)}")
+        out = node.kubectl(*args).stdout
+        for line in out.rstrip().splitlines():
+            self.say(f"  {line}")
+        return out
 
     # --- the acts ----------------------------------------------------------------------
 
     def run(self) -> None:
-        self.title("a real control plane: etcd + kube-apiserver, built from Go modules")
-        self.say("tools are built once and cached in ~/.cache/token-refresher (hack/tools.sh)")
-        cluster = ControlPlane(tools(build=True), workdir=self.workdir / "cluster").start()
-        self.cleanups.append(cluster.stop)
-        self.say(cluster.kubectl("version").stdout.strip().splitlines()[-1])
+        self.title("a real one-node Kubernetes: kubelet, containerd, kube-proxy, CoreDNS")
+        node = self.node()
+        self.shell(node, "get", "nodes", "-o", "wide")
 
         self.title(f"a real OpenID provider (oidc-provider) issuing {TTL}-second tokens")
         idps = OidcProviderFactory(self.workdir / "idp")
-        self.cleanups.append(idps.close)
-        idp = idps.start(ttl=TTL)
-        client = idp.basic
-        self.say(f"issuer {idp.issuer}, client '{client.client_id}' (client_secret_basic)")
+        self.stack.callback(idps.close)
+        # Opaque tokens, so the IdP can tell whether the one the app holds is active.
+        idp = idps.start(
+            ttl=TTL,
+            host=HOST_IP,
+            access_token_format="opaque",
+            clients=[*default_oidc_clients(), RESOURCE_SERVER],
+        )
+        self.say(f"issuer {idp.issuer} (on the pod bridge: pods reach it, nothing else does)")
 
-        self.title("the operator, in development mode (self-signed webhook on 127.0.0.1)")
-        self.start_operator(cluster)
+        self.title("helm install --wait: the operator (2 replicas) from our images")
+        self.say(
+            f"$ helm install tr charts/token-refresher -n token-refresher --wait "
+            f"--set image.tag={node.image('operator').rpartition(':')[2]} ..."
+        )
+        self.stack.enter_context(installed(node))
+        self.shell(node, "-n", "token-refresher", "get", "pods")
         self.pause()
 
-        self.title(f"an annotated pod: {NAMESPACE}/{POD}")
-        pod = self.create_pod(cluster, idp)
+        self.title(f"an annotated Deployment: {NAMESPACE}/{APP}, 2 replicas")
+        pod = self.create_app(node, idp)
         self.show_injection(pod)
         self.pause()
 
-        self.title("the sidecar, run with exactly the injected spec, keeps the file fresh")
-        sidecar = prepare_sidecar(cluster, pod, self.workdir / "pod")
-        token_file = sidecar.local(self.app_env(pod)["TOKEN_FILE"])
-        proc = sidecar.start(
-            stdout=subprocess.DEVNULL,
-            stderr=(self.workdir / "sidecar.log").open("wb"),
-        )
-        self.cleanups.append(lambda: stop_process(proc))
-        status_url = f"http://127.0.0.1:{sidecar.port}/status"
-        self.wait_for("the first token file", token_file.exists, 30)
-        self.say(f"TOKEN_FILE={self.app_env(pod)['TOKEN_FILE']} (shown as a fingerprint)")
-        self.live(status_url, token_file, seconds=self.watch_seconds)
+        self.title("kubectl exec into the app: it reads $TOKEN_FILE, the IdP accepts it")
+        name = pod["metadata"]["name"]
+        self.say(f"$ kubectl exec {name} -c app -- python -c <read the token, ask the IdP>")
+        self.live(node, name, seconds=self.watch_seconds)
         self.pause()
 
         self.title("the IdP goes down: the failure reaches the pod as Kubernetes Events")
         idp.stop()
-        self.say("oidc-provider stopped; the sidecar keeps the last good token and retries")
-        self.live(status_url, token_file, seconds=4)
-        events = self.wait_for(
-            "a TokenRefreshFailed event", lambda: self.events(cluster, "TokenRefreshFailed"), 60
+        self.say("oidc-provider stopped; the sidecar keeps the last good token and retries,")
+        self.say("and reports to the operator's Service, which posts Events on the pod")
+        self.wait_for("a TokenRefreshFailed Event", lambda: self.events(node, name, "Failed"), 60)
+        self.shell(
+            node,
+            "-n",
+            NAMESPACE,
+            "get",
+            "events",
+            "--field-selector",
+            f"involvedObject.name={name},reason=TokenRefreshFailed",
         )
-        self.say(f"$ kubectl get events -n {NAMESPACE} --field-selector involvedObject.name={POD}")
-        for line in events.splitlines():
-            self.say(line)
-        self.say("when the token expires with no refresh, the file is removed:")
-        self.wait_for("the token to expire", lambda: not token_file.exists(), TTL + 30)
-        self.wait_for("a TokenExpired event", lambda: self.events(cluster, "TokenExpired"), 60)
-        self.say("TokenExpired event posted; /readyz now answers 503")
         self.say("the IdP comes back:")
         idp.start()
         self.wait_for(
-            "the sidecar's next attempt (its backoff is capped at 60 s)", token_file.exists, 90
+            "a TokenRefreshRecovered Event (the sidecar's backoff is capped at 60 s)",
+            lambda: self.events(node, name, "Recovered"),
+            90,
         )
-        events = self.wait_for(
-            "a TokenRefreshRecovered event",
-            lambda: self.events(cluster, "TokenRefreshRecovered"),
-            60,
+        self.shell(
+            node,
+            "-n",
+            NAMESPACE,
+            "get",
+            "events",
+            "--field-selector",
+            f"involvedObject.name={name}",
         )
-        for line in events.splitlines():
-            self.say(line)
+        self.live(node, name, seconds=4)
         print(f"\n{BOLD}done.{RESET} Everything this demo started is being stopped and removed.")
 
     # --- helpers -----------------------------------------------------------------------
 
-    def start_operator(self, cluster: ControlPlane) -> None:
-        health = free_port()
-        # Cluster-wide defaults, as the chart's values would give them; the report URL and
-        # CA are filled in by development mode (this very process, its own certificate).
-        config = self.workdir / "operator-config.yaml"
-        config.write_text("defaults:\n  format: raw\n  refresh-ratio: '0.5'\n")
-        env = {
-            **os.environ,
-            "KUBECONFIG": str(cluster.kubeconfig),
-            "TOKEN_REFRESHER_OPERATOR_DEV": "true",
-            "TOKEN_REFRESHER_OPERATOR_NAMESPACE": "token-refresher",
-            "TOKEN_REFRESHER_OPERATOR_LISTEN_HOST": "127.0.0.1",
-            "TOKEN_REFRESHER_OPERATOR_WEBHOOK_PORT": str(free_port()),
-            "TOKEN_REFRESHER_OPERATOR_REPORT_PORT": str(free_port()),
-            "TOKEN_REFRESHER_OPERATOR_HEALTH_PORT": str(health),
-            "TOKEN_REFRESHER_OPERATOR_CONFIG_FILE": str(config),
-        }
-        log = (self.workdir / "operator.log").open("wb")
-        script = Path(sys.executable).with_name("token-refresher-operator")
-        proc = subprocess.Popen(
-            [str(script)], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    def node(self) -> Node:
+        if descriptor := os.environ.get("TOKEN_REFRESHER_NODE"):
+            self.say(f"using the node already running ({descriptor})")
+            return Node.attach(Path(descriptor), tools())
+        self.say("tools and images are built once and cached in ~/.cache/token-refresher")
+        return self.stack.enter_context(Node(tools(build=True), images(build=True)))
+
+    def create_app(self, node: Node, idp: OidcProvider) -> dict[str, Any]:
+        node.kubectl("create", "namespace", NAMESPACE)
+        self.stack.callback(
+            node.kubectl, "delete", "namespace", NAMESPACE, "--wait=false", check=False
         )
-        self.cleanups.append(lambda: stop_process(proc))
-
-        def ready() -> bool:
-            if proc.poll() is not None:
-                tail = (self.workdir / "operator.log").read_text(errors="replace")[-2000:]
-                raise RuntimeError(f"the operator exited ({proc.returncode}):\n{tail}")
-            got = cluster.kubectl(
-                "get", "mutatingwebhookconfiguration", "token-refresher-dev", check=False
-            )
-            return got.returncode == 0 and _http_ok(f"http://127.0.0.1:{health}/healthz")
-
-        self.wait_for("the operator's webhook registration", ready, 60)
-        self.say("MutatingWebhookConfiguration token-refresher-dev: only pods annotated")
-        self.say('token-refresher.io/inject: "true" are sent to it (matchConditions)')
-
-    def create_pod(self, cluster: ControlPlane, idp: OidcProvider) -> dict[str, Any]:
-        client = idp.basic
-        cluster.kubectl("create", "namespace", NAMESPACE)
-        cluster.kubectl("-n", NAMESPACE, "create", "serviceaccount", "billing")
-        secret = {
-            "apiVersion": "v1",
-            "kind": "Secret",
-            "metadata": {"name": "billing-oauth", "namespace": NAMESPACE},
-            "data": {"secret": base64.b64encode((client.client_secret or "").encode()).decode()},
-        }
-        cluster.kubectl("apply", "-f", "-", input=json.dumps(secret))
-        manifest = {
-            "apiVersion": "v1",
-            "kind": "Pod",
-            "metadata": {
-                "name": POD,
-                "namespace": NAMESPACE,
-                "annotations": {
-                    "token-refresher.io/inject": "true",
-                    "token-refresher.io/issuer": idp.issuer,
-                    "token-refresher.io/client-id": client.client_id,
-                    "token-refresher.io/client-secret": "billing-oauth/secret",
-                    "token-refresher.io/resource": idp.resource,
-                    "token-refresher.io/scope": "api:read",
-                },
-            },
-            "spec": {
-                "serviceAccountName": "billing",
-                "containers": [{"name": "app", "image": "registry.example/billing-api:1.4"}],
-            },
-        }
-        self.say("$ kubectl apply -f - <<EOF")
-        for key, value in manifest["metadata"]["annotations"].items():
+        oauth_secret(node, NAMESPACE, idp.basic)
+        manifest = deployment(node, NAMESPACE, idp, idp.basic, replicas=2)
+        manifest["metadata"]["name"] = APP
+        self.say("$ kubectl apply -f - <<EOF   (the pod template's annotations)")
+        for key, value in manifest["spec"]["template"]["metadata"]["annotations"].items():
             self.say(f"    {key}: {value}")
-        cluster.kubectl("apply", "-f", "-", input=json.dumps(manifest))
-        out = cluster.kubectl("-n", NAMESPACE, "get", "pod", POD, "-o", "json").stdout
-        return dict(json.loads(out))
+        node.kubectl("apply", "-f", "-", input=json.dumps(manifest))
+        wait_ready(node, NAMESPACE, APP)
+        self.shell(node, "-n", NAMESPACE, "get", "pods", "-o", "wide")
+        return pods_of(node, NAMESPACE, "app=billing")[0]
 
     def show_injection(self, pod: dict[str, Any]) -> None:
         sidecar = next(c for c in pod["spec"]["initContainers"] if c["name"] == "token-refresher")
+        app = pod["spec"]["containers"][0]
         shown = {
             "initContainers[token-refresher]": {
                 "restartPolicy": sidecar.get("restartPolicy"),
@@ -231,95 +216,70 @@ class Demo:
                     e["name"]: _abridge(e.get("value", "<downward API>"))
                     for e in sidecar.get("env", [])
                 },
-                "volumeMounts": [
-                    f"{m['mountPath']} ({m['name']}{', ro' if m.get('readOnly') else ''})"
-                    for m in sidecar.get("volumeMounts", [])
-                ],
                 "securityContext": sidecar.get("securityContext"),
                 "startupProbe": sidecar.get("startupProbe", {}).get("httpGet"),
             },
             "containers[app]": {
-                "env": self.app_env(pod),
+                "env": {e["name"]: e["value"] for e in app["env"] if e["name"] == "TOKEN_FILE"},
                 "volumeMounts": [
                     f"{m['mountPath']} ({m['name']}{', ro' if m.get('readOnly') else ''})"
-                    for m in pod["spec"]["containers"][0].get("volumeMounts", [])
+                    for m in app.get("volumeMounts", [])
                 ],
             },
-            "volumes": [
-                f"{v['name']}: {next(k for k in v if k != 'name')}" for v in pod["spec"]["volumes"]
-            ],
         }
         self.say("the webhook injected (kubectl get pod -o json, abridged):")
         for line in json.dumps(shown, indent=2).splitlines():
             self.say(f"  {line}")
 
-    @staticmethod
-    def app_env(pod: dict[str, Any]) -> dict[str, str]:
-        app = pod["spec"]["containers"][0]
-        return {e["name"]: e["value"] for e in app.get("env", []) if "value" in e}
-
-    def live(self, status_url: str, token_file: Path, *, seconds: float) -> None:
-        """One live line: which token (by fingerprint), its countdown, the refresh count."""
+    def live(self, node: Node, pod: str, *, seconds: float) -> None:
+        """What the app sees, every few seconds: which token (by fingerprint), whether the
+        IdP accepts it, its countdown, and the sidecar's refresh count."""
         end = time.monotonic() + seconds
-        while time.monotonic() < end:
-            try:
-                status = json.loads(_http_get(status_url))
-            except OSError:
-                status = {}
-            try:
-                fingerprint = hashlib.sha256(token_file.read_bytes()).hexdigest()[:10]
-            except FileNotFoundError:
-                fingerprint = "(no file)"
-            left = "-"
-            if status.get("expires_at"):
-                expires = _parse_time(status["expires_at"])
-                left = f"{max(0.0, expires - time.time()):4.1f} s"
-            line = (
-                f"token sha256:{fingerprint} · expires in {left} · "
-                f"refreshed {status.get('refresh_count', 0)} times · "
-                f"failures in a row {status.get('consecutive_failures', 0)} · "
-                f"state {status.get('state', '?')}"
+        while True:
+            out = node.kubectl(
+                "-n", NAMESPACE, "exec", pod, "-c", "app", "--", "python", "-c", _PEEK, check=False
             )
-            end_char = "\r" if sys.stdout.isatty() else "\n"
-            print(f"      {line:<110}", end=end_char, flush=True)
-            time.sleep(0.2 if sys.stdout.isatty() else 2.0)
-        print(flush=True)
+            try:
+                seen = json.loads(out.stdout.strip().splitlines()[-1])
+            except (ValueError, IndexError):
+                self.say(f"(exec failed: {out.stderr.strip()[:100]})")
+            else:
+                left = "-"
+                if seen.get("expires_at"):
+                    left = f"{max(0.0, _parse_time(seen['expires_at']) - time.time()):4.1f} s"
+                self.say(
+                    f"token sha256:{seen['sha']} · IdP says active={seen['active']} · "
+                    f"expires in {left} · refreshed {seen['refreshes']} times · "
+                    f"failures in a row {seen['failures']} · state {seen['state']}"
+                )
+            if time.monotonic() >= end:
+                return
+            time.sleep(2.0)
 
     @staticmethod
-    def events(cluster: ControlPlane, reason: str) -> str:
-        out = cluster.kubectl(
-            "-n", NAMESPACE, "get", "events",
-            f"--field-selector=involvedObject.name={POD},reason={reason}",
-            "-o", "custom-columns=TYPE:.type,REASON:.reason,COUNT:.series.count,MESSAGE:.message",
+    def events(node: Node, pod: str, outcome: str) -> bool:
+        out = node.kubectl(
+            "-n",
+            NAMESPACE,
+            "get",
+            "events",
+            "-o",
+            "name",
+            "--field-selector",
+            f"involvedObject.name={pod},reason=TokenRefresh{outcome}",
             check=False,
-        ).stdout  # fmt: skip
-        return out if reason in out else ""
+        ).stdout
+        return bool(out.strip())
 
     def close(self) -> None:
-        for cleanup in reversed(self.cleanups):
-            with contextlib.suppress(Exception):
-                cleanup()
-        if os.environ.get("TOKEN_REFRESHER_DEMO_KEEP"):  # for debugging the demo itself
-            print(f"kept {self.workdir}", file=sys.stderr)
-            return
-        shutil.rmtree(self.workdir, ignore_errors=True)
+        try:
+            self.stack.close()
+        finally:
+            shutil.rmtree(self.workdir, ignore_errors=True)
 
 
 def _abridge(value: str) -> str:
     return value if len(value) <= 60 else f"{value[:28]}…({len(value)} characters)"
-
-
-def _http_get(url: str) -> bytes:
-    with urllib.request.urlopen(url, timeout=2) as resp:  # noqa: S310 - our own http URLs
-        return bytes(resp.read())
-
-
-def _http_ok(url: str) -> bool:
-    try:
-        _http_get(url)
-    except OSError:
-        return False
-    return True
 
 
 def _parse_time(value: str) -> float:
@@ -347,6 +307,11 @@ def main() -> int:
     )
     args = parser.parse_args()
     interactive = not args.non_interactive and sys.stdin.isatty()
+
+    def terminated(*_: object) -> None:
+        raise KeyboardInterrupt  # clean up as after Ctrl-C
+
+    signal.signal(signal.SIGTERM, terminated)
     try:
         with _demo(interactive=interactive, watch_seconds=args.watch) as demo:
             demo.run()

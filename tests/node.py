@@ -186,6 +186,8 @@ class Node:
     def restart_kubelet(self, *, timeout: float = 120.0) -> None:
         """Stop the kubelet (SIGTERM, as a node upgrade does) and start it again with the
         same configuration; return once the node is Ready again. Pods keep running."""
+        if "kubelet" not in self._argv:
+            raise RuntimeError("this node was attached to, not started here: restart it yourself")
         argv = self._argv["kubelet"]
         self._stop("kubelet")
         self._spawn("kubelet", argv)

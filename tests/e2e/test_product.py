@@ -269,6 +269,8 @@ def test_a_killed_sidecar_is_restarted_and_the_app_never_loses_its_token(
 def test_tokens_are_kept_across_a_kubelet_restart(
     node: Node, node_namespace: str, release: Release, idp: OidcProvider
 ) -> None:
+    if os.environ.get("TOKEN_REFRESHER_NODE"):
+        pytest.skip("the node was started by another process (hack/node.sh): it owns the kubelet")
     pods = _running(node, node_namespace, release, idp)
 
     node.restart_kubelet()
