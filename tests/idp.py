@@ -468,6 +468,32 @@ class OidcProvider(_LocalIdP):
         browser: what REFRESH_TOKEN_FILE bootstraps from."""
         return str(self.password_grant(client, **kwargs)["refresh_token"])
 
+    def events(self) -> list[dict[str, Any]]:
+        """The JSON lines oidc-server.mjs logged on stderr, across restarts."""
+        path = self.workdir / "oidc-provider.stderr"
+        found = []
+        for line in path.read_text(errors="replace").splitlines() if path.exists() else []:
+            if line.startswith("{"):
+                try:
+                    found.append(json.loads(line))
+                except ValueError:
+                    continue
+        return found
+
+    def refresh_token_uses(self) -> dict[str, int]:
+        """How often each refresh token (by a short hash) was presented to the token
+        endpoint, successfully or not: a count above 1 is a replay the IdP saw."""
+        uses: dict[str, int] = {}
+        for event in self.events():
+            sha = event.get("refresh_token_sha256")
+            if sha and event.get("grant_type") == "refresh_token":
+                uses[sha] = uses.get(sha, 0) + 1
+        return uses
+
+    def revoked_grants(self) -> list[str]:
+        """Grants (token families) revoked by replay detection."""
+        return [e["grant_id"] for e in self.events() if e.get("event") == "grant.revoked"]
+
     def jwt_bearer(
         self, assertion: str, client: OAuthClient | None = None, *, scope: str = "api:read"
     ) -> dict[str, Any]:

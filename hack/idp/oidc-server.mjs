@@ -43,7 +43,7 @@
 //   trusted issuer (a Kubernetes service-account token) as the grant.
 // Clients use them by listing them in grant_types.
 
-import { randomBytes, generateKeyPairSync, timingSafeEqual } from 'node:crypto';
+import { createHash, randomBytes, generateKeyPairSync, timingSafeEqual } from 'node:crypto';
 import { mkdirSync, readFileSync, renameSync, writeFileSync, existsSync } from 'node:fs';
 import { createServer } from 'node:http';
 import { join } from 'node:path';
@@ -352,19 +352,34 @@ async function main() {
     new Set(['assertion', 'scope', 'resource']),
   );
 
+  // A presented refresh token is logged as a short hash, so tests can count how often the
+  // IdP saw each one (a replay is the same hash twice) without the token in any log.
+  const presented = (ctx) => {
+    const token = ctx?.oidc?.params?.refresh_token;
+    return token ? createHash('sha256').update(String(token)).digest('hex').slice(0, 16) : undefined;
+  };
+
   // One line per failed token request, so a test failure shows why (never the token itself).
   for (const event of ['grant.error', 'server_error']) {
     provider.on(event, (ctx, err) => log({
       event,
       client_id: ctx?.oidc?.client?.clientId ?? ctx?.oidc?.params?.client_id,
       grant_type: ctx?.oidc?.params?.grant_type,
+      refresh_token_sha256: presented(ctx),
       error: err.error ?? err.name,
       error_description: err.error_description ?? err.message,
       error_detail: err.error_detail,
     }));
   }
   provider.on('grant.success', (ctx) => log({
-    event: 'grant.success', client_id: ctx.oidc.client?.clientId, grant_type: ctx.oidc.params.grant_type,
+    event: 'grant.success',
+    client_id: ctx.oidc.client?.clientId,
+    grant_type: ctx.oidc.params.grant_type,
+    refresh_token_sha256: presented(ctx),
+  }));
+  // Replay detection revoking a whole token family (oidc-provider's helpers/revoke.js).
+  provider.on('grant.revoked', (ctx, grantId) => log({
+    event: 'grant.revoked', client_id: ctx?.oidc?.client?.clientId, grant_id: grantId,
   }));
 
   server.on('request', provider.callback());
