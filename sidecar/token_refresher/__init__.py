@@ -10,6 +10,7 @@ from .cli import main, serve
 from .clock import Clock, SystemClock
 from .errors import (
     ConfigError,
+    CoordinationError,
     CredentialError,
     DiscoveryError,
     IdPError,
@@ -28,6 +29,7 @@ __all__ = [
     "ClientAuth",
     "Clock",
     "ConfigError",
+    "CoordinationError",
     "CredentialError",
     "DiscoveryError",
     "Grant",

@@ -9,6 +9,7 @@ Our exception hierarchy:
     - DiscoveryError       - /.well-known/openid-configuration was unusable
     - TokenEndpointError   - the token endpoint refused, failed, or answered garbage
   + OutputError        - the token file could not be written or removed
+  + CoordinationError  - the family Secret shared with other replicas could not be used
 
 Every message is a plain sentence naming the object and the cause. None of them ever
 carries a token, a secret, an assertion or a refresh token: they end up in logs, in
@@ -20,6 +21,7 @@ from __future__ import annotations
 __all__ = [
     "PERMANENT_OAUTH_ERRORS",
     "ConfigError",
+    "CoordinationError",
     "CredentialError",
     "DiscoveryError",
     "IdPError",
@@ -101,3 +103,29 @@ class TokenEndpointError(IdPError):
 
 class OutputError(TokenRefresherError):
     """Writing or removing the token file failed; the previous file is untouched."""
+
+
+class CoordinationError(TokenRefresherError):
+    """The token family's Secret could not be read or written through the kube-apiserver.
+
+    `error` is a short class for reports and metrics: `forbidden` (a missing RBAC grant,
+    named in the message), `not_found`, `unauthorized`, `apiserver_unavailable`,
+    `config_error`, `credential_unreadable`, `waiting_for_holder`, or `invalid_grant`
+    (the IdP rejected the family). Permanent when only a person can fix it.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        error: str,
+        permanent: bool = False,
+        description: str | None = None,
+        status: int | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.error = error
+        self.description = description
+        self.status = status
+        self.permanent = permanent
+        self.retry_after: float | None = None

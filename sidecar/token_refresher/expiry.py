@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 __all__ = ["MAX_LIFETIME", "LifetimeSource", "jwt_claims", "lifetime_from", "parse_expires_in"]
 
-LifetimeSource = Literal["expires_in", "jwt_exp", "default"]
+LifetimeSource = Literal["expires_in", "jwt_exp", "default", "family"]
 
 # Longer than any access token we have seen; a bigger value is a bug on the other side
 # (milliseconds sent as seconds, a year 9999 date) and would park the refresher for good.

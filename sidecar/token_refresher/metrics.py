@@ -34,7 +34,7 @@ disable_created_metrics()  # type: ignore[no-untyped-call]
 
 
 class Metrics:
-    def __init__(self) -> None:
+    def __init__(self, *, family: bool = False) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self.refresh_total = Counter(
             "token_refresher_refresh",
@@ -70,6 +70,46 @@ class Metrics:
             "Time (Unix) of the next planned refresh attempt.",
             registry=self.registry,
         )
+        self._family = False
+        if family:
+            self._family_metrics()
+
+    def _family_metrics(self) -> None:
+        if self._family:
+            return
+        self._family = True
+        # Only with FAMILY_SECRET, a refresh token shared by replicas (holder.py): a
+        # single pod's /metrics stays as it was.
+        self.family_holder = Gauge(
+            "token_refresher_family_holder",
+            "1 for the pod (label holder) that holds the shared refresh-token family, as "
+            "this pod last read it; holds is 1 when that is this pod.",
+            ["holder", "holds"],
+            registry=self.registry,
+        )
+        self.family_last_rotation = Gauge(
+            "token_refresher_family_last_rotation_timestamp_seconds",
+            "Time (Unix) the family's refresh token was last rotated, by any pod.",
+            registry=self.registry,
+        )
+        self.apiserver_requests = Counter(
+            "token_refresher_apiserver_requests",
+            "Requests to the kube-apiserver for the family Secret, by verb and HTTP status "
+            "(0: no answer).",
+            ["verb", "code"],
+            registry=self.registry,
+        )
+
+    def apiserver_request(self, verb: str, status: int) -> None:
+        self._family_metrics()
+        self.apiserver_requests.labels(verb, str(status)).inc()
+
+    def family(self, *, holder: str | None, holds: bool, rotated_at: float | None) -> None:
+        self._family_metrics()
+        self.family_holder.clear()
+        if holder is not None:
+            self.family_holder.labels(holder, "1" if holds else "0").set(1)
+        self.family_last_rotation.set(rotated_at or 0)
 
     def observe(self, outcome: Outcome, duration: float) -> None:
         self.refresh_total.labels(outcome).inc()

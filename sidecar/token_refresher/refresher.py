@@ -23,9 +23,11 @@ import httpx2
 
 from .clock import Clock, SystemClock
 from .credentials import ssl_context
-from .errors import CredentialError, IdPError, OutputError
+from .errors import CoordinationError, CredentialError, IdPError, OutputError
 from .grants import Credentials
+from .holder import FamilyMember
 from .idp import IdP
+from .kube import KubeClient, in_cluster_url
 from .logs import get_logger
 from .metrics import Metrics, Outcome
 from .redact import redactor
@@ -42,7 +44,7 @@ __all__ = ["Refresher", "RefresherState"]
 log = get_logger(__name__)
 
 RefresherState = Literal["starting", "ready", "retrying", "failing", "expired", "stopped"]
-Failure = IdPError | CredentialError | OutputError
+Failure = IdPError | CredentialError | OutputError | CoordinationError
 
 _USER_AGENT = "token-refresher"
 
@@ -72,10 +74,11 @@ class Refresher:
         random: Random | None = None,
         metrics: Metrics | None = None,
         reporter: Reporter | None = None,
+        kube_transport: httpx2.AsyncBaseTransport | None = None,
     ) -> None:
         self.settings = settings
         self.clock: Clock = clock or SystemClock()
-        self.metrics = metrics or Metrics()
+        self.metrics = metrics or Metrics(family=settings.family_secret is not None)
         self.reporter = reporter
         self._random = random or _random.random
         self._client = httpx2.AsyncClient(
@@ -86,7 +89,22 @@ class Refresher:
         )
         self._idp = IdP(settings, self._client, self.clock)
         self._credentials = Credentials(settings, clock=self.clock)
-        self._source = TokenSource(settings, self._idp, self._credentials)
+        self._kube: KubeClient | None = None
+        self.family: FamilyMember | None = None
+        if settings.family_secret is not None:
+            self._kube = KubeClient(
+                api_url=str(settings.kubernetes_api)
+                if settings.kubernetes_api
+                else in_cluster_url(),
+                namespace=settings.pod_namespace or _namespace_beside(settings),
+                token_file=settings.kubernetes_token_file,
+                ca_file=settings.kubernetes_ca_file,
+                timeout=settings.timeout,
+                transport=kube_transport,
+                on_request=self.metrics.apiserver_request,
+            )
+            self.family = FamilyMember(settings, self._kube, self.clock)
+        self._source = TokenSource(settings, self._idp, self._credentials, family=self.family)
         self._writer = TokenWriter(settings.output, settings.format, settings.file_mode)
         self._watch = CredentialWatch(watched_files(settings))
         self._stop = asyncio.Event()
@@ -116,6 +134,11 @@ class Refresher:
         await self.aclose()
 
     async def aclose(self) -> None:
+        if self.family is not None:
+            await self.family.release()
+            self._record_family()
+        if self._kube is not None:
+            await self._kube.aclose()
         await self._client.aclose()
 
     def stop(self) -> None:
@@ -218,11 +241,22 @@ class Refresher:
         try:
             token = await self._source.fetch()
             self._writer.write(token, now=self.clock.time())
-        except (IdPError, CredentialError, OutputError) as exc:
+        except (IdPError, CredentialError, OutputError, CoordinationError) as exc:
             self._failed(exc, started)
             return False
+        finally:
+            self._record_family()
         self._succeeded(token, started)
         return True
+
+    def _record_family(self) -> None:
+        if self.family is not None:
+            record = self.family.record
+            self.metrics.family(
+                holder=record.holder if record else None,
+                holds=self.family.holds,
+                rotated_at=record.rotated_at if record else None,
+            )
 
     @property
     def _watching(self) -> bool:
@@ -432,6 +466,7 @@ class Refresher:
             "grant": self.settings.grant.value,
             "token_endpoint": self._idp.token_url,
             "output": str(self.settings.output),
+            "family": self.family.status() if self.family is not None else None,
         }
 
     def _waiting(self) -> str | None:
@@ -458,6 +493,14 @@ class Refresher:
             f"{_plural(self.refresh_count, 'refresh', 'refreshes')}, "
             f"{_plural(self.failure_count, 'failed attempt', 'failed attempts')}, {expiry}"
         )
+
+
+def _namespace_beside(settings: Settings) -> str | None:
+    """The pod's namespace from the service-account volume, as client-go reads it."""
+    try:
+        return (settings.kubernetes_token_file.parent / "namespace").read_text().strip() or None
+    except OSError:
+        return None
 
 
 def _duration(seconds: float) -> str:

@@ -12,6 +12,7 @@ are re-read when used (pydantic-settings' secrets_dir would read them once).
 from __future__ import annotations
 
 import contextvars
+import re
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from enum import StrEnum
@@ -129,6 +130,34 @@ class Settings(BaseSettings):
         None,
         description="Where a rotated refresh token is kept (mode 0600) so a restart "
         "continues with the newest one. Default: .<output name>.state beside OUTPUT.",
+    )
+    family_secret: str | None = Field(
+        None,
+        description="Name of a Secret in the pod's namespace that holds the refresh-token "
+        "family shared by every pod started from the same bootstrap token (usually the "
+        "bootstrap Secret itself): one pod at a time presents the refresh token, the others "
+        "take its access token. Needs get, watch and patch on that Secret. Unset: this pod "
+        "keeps its refresh token to itself, in STATE_FILE.",
+    )
+    family_lease: float = Field(
+        30.0,
+        gt=0,
+        description="Seconds a holder's claim on the family lasts while it presents the "
+        "refresh token, and beyond its planned refresh; another pod takes over only after "
+        "the holder has been silent this long.",
+    )
+    kubernetes_api: AnyHttpUrl | None = Field(
+        None,
+        description="kube-apiserver URL for FAMILY_SECRET. Default: "
+        "https://$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT, as in every pod.",
+    )
+    kubernetes_token_file: Path = Field(
+        Path("/var/run/secrets/kubernetes.io/serviceaccount/token"),
+        description="Service-account token for FAMILY_SECRET; re-read on every request.",
+    )
+    kubernetes_ca_file: Path = Field(
+        Path("/var/run/secrets/kubernetes.io/serviceaccount/ca.crt"),
+        description="CA bundle of the kube-apiserver for FAMILY_SECRET.",
     )
     scope: str | None = Field(None, description="Space-separated scopes to request.")
     audience: str | None = Field(None, description="audience request parameter.")
@@ -263,6 +292,18 @@ class Settings(BaseSettings):
             )
         return value
 
+    @field_validator("family_secret")
+    @classmethod
+    def _secret_name(cls, value: str | None) -> str | None:
+        # RFC 1123 subdomain: what the apiserver accepts as a Secret's name.
+        if value is not None and not re.fullmatch(
+            r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*", value
+        ):
+            raise ValueError("must be the name of a Secret (lower case, digits, '-' and '.')")
+        if value is not None and len(value) > 253:
+            raise ValueError("must be the name of a Secret (at most 253 characters)")
+        return value
+
     @field_validator("listen")
     @classmethod
     def _host_port(cls, value: str) -> str:
@@ -288,6 +329,11 @@ class Settings(BaseSettings):
             )
         if self.grant is Grant.REFRESH_TOKEN:
             need("refresh_token_file", "when TOKEN_REFRESHER_GRANT=refresh_token")
+        if self.family_secret is not None and self.grant is not Grant.REFRESH_TOKEN:
+            problems.append(
+                f"{env_name('family_secret')}: only with TOKEN_REFRESHER_GRANT=refresh_token "
+                f"(a family is a shared refresh token), not {self.grant}"
+            )
         if self.grant in (Grant.TOKEN_EXCHANGE, Grant.JWT_BEARER):
             need("service_account_token_file", f"when TOKEN_REFRESHER_GRANT={self.grant}")
         auth = self.effective_client_auth

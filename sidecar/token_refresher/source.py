@@ -4,7 +4,9 @@ With a refresh token in hand (GRANT=refresh_token, or REFRESH_TOKEN_FILE beside 
 grant) we use it first; when the IdP answers `invalid_grant`, the refresh token is dead
 for good, so it is discarded — never replayed — and the configured grant is tried at
 once if there is one. A rotated refresh token is persisted by `RefreshTokenStore`
-before the next request can use it. Everything else here is plumbing: grant parameters
+before the next request can use it — or, when replicas share the token (FAMILY_SECRET),
+by `FamilyMember` in the family Secret, which also decides whether this pod presents
+the refresh token at all. Everything else here is plumbing: grant parameters
 and client authentication from `grants`, the HTTP exchange from `idp`.
 """
 
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 from .errors import CredentialError, OutputError, TokenEndpointError
 from .grants import Credentials
+from .holder import FamilyMember
 from .idp import IdP
 from .logs import get_logger
 from .redact import redactor
@@ -27,19 +30,31 @@ log = get_logger(__name__)
 class TokenSource:
     """Fetches one token per call, choosing the grant; raises IdPError/CredentialError."""
 
-    def __init__(self, settings: Settings, idp: IdP, credentials: Credentials) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        idp: IdP,
+        credentials: Credentials,
+        *,
+        family: FamilyMember | None = None,
+    ) -> None:
         self._settings = settings
         self._idp = idp
         self._credentials = credentials
+        # A shared family keeps its refresh token in its Secret, not in this pod.
+        self._family = family
         self._store = (
             RefreshTokenStore(settings.effective_state_file, settings.refresh_token_file)
-            if settings.grant is Grant.REFRESH_TOKEN or settings.refresh_token_file
+            if family is None
+            and (settings.grant is Grant.REFRESH_TOKEN or settings.refresh_token_file)
             else None
         )
         if self._store is not None:
             self._store.load()
 
     async def fetch(self) -> Token:
+        if self._family is not None:
+            return await self._family.fetch(self._refresh)
         store = self._store
         primary = self._settings.grant
         if store is not None:
@@ -72,6 +87,9 @@ class TokenSource:
         token = await self._request(primary)
         self._keep_refresh_token(token)
         return token
+
+    async def _refresh(self, refresh_token: str) -> Token:
+        return await self._request(Grant.REFRESH_TOKEN, refresh_token=refresh_token)
 
     async def _request(self, grant: Grant, *, refresh_token: str | None = None) -> Token:
         url = await self._idp.token_endpoint()
