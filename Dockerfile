@@ -9,27 +9,48 @@
 # and use python:3.11.14-slim-bookworm@sha256:<digest>.
 ARG PYTHON_IMAGE=python:3.11.14-slim-bookworm
 
-# Wheels for the project and every dependency of both images, built once.
+# Every dependency of both images as the exact wheels the lock files name, each checked
+# against its hash (hack/lock.py writes the locks from pyproject.toml). Binary wheels only:
+# nothing is built from an sdist, whose build could differ from one day to the next. This
+# layer changes only with the lock files, not with the code.
 FROM ${PYTHON_IMAGE} AS wheels
 WORKDIR /src
+COPY sidecar/requirements.lock sidecar/
+COPY operator/requirements.lock operator/build-requirements.lock operator/
+RUN pip download --no-cache-dir --disable-pip-version-check --require-hashes --no-deps \
+        --only-binary=:all: --dest /wheels -r operator/requirements.lock \
+ && pip download --no-cache-dir --disable-pip-version-check --require-hashes --no-deps \
+        --only-binary=:all: --dest /build-wheels -r operator/build-requirements.lock
+
+# The project's own wheel, built by the locked build backend (no build isolation, which
+# would fetch whatever setuptools is newest).
+FROM wheels AS project
+RUN python -m venv --without-pip /opt/build \
+ && pip --python /opt/build/bin/python install --no-cache-dir --disable-pip-version-check \
+        --no-index --require-hashes -r operator/build-requirements.lock --find-links /build-wheels
 COPY pyproject.toml README.md ./
 COPY sidecar/ sidecar/
 COPY operator/ operator/
-RUN pip wheel --no-cache-dir --disable-pip-version-check --wheel-dir /wheels './[operator]'
+RUN pip --python /opt/build/bin/python wheel --no-cache-dir --disable-pip-version-check \
+        --no-index --no-deps --no-build-isolation --wheel-dir /project .
 
-# Each image's virtualenv, installed from those wheels only (--no-index). The sidecar gets
-# the project's wheel and its own dependencies, not the operator extra (kopf, kubernetes,
-# cryptography); the operator gets every wheel built above. The venvs have no pip of
-# their own: the builder's pip installs into them.
-FROM wheels AS sidecar-venv
+# Each image's virtualenv: its lock, hash-checked, from the wheels above (--no-index), then
+# the project's wheel without dependencies. The sidecar's lock holds the project's own
+# dependencies, not the operator extra (kopf, kubernetes, cryptography). The venvs have no
+# pip of their own: the builder's pip installs into them.
+FROM project AS sidecar-venv
 RUN python -m venv --without-pip /opt/venv \
  && pip --python /opt/venv/bin/python install --no-cache-dir --disable-pip-version-check \
-        --no-index --find-links /wheels /wheels/token_refresher-*.whl
+        --no-index --find-links /wheels --require-hashes -r sidecar/requirements.lock \
+ && pip --python /opt/venv/bin/python install --no-cache-dir --disable-pip-version-check \
+        --no-index --no-deps /project/token_refresher-*.whl
 
-FROM wheels AS operator-venv
+FROM project AS operator-venv
 RUN python -m venv --without-pip /opt/venv \
  && pip --python /opt/venv/bin/python install --no-cache-dir --disable-pip-version-check \
-        --no-index --find-links /wheels /wheels/*.whl
+        --no-index --find-links /wheels --require-hashes -r operator/requirements.lock \
+ && pip --python /opt/venv/bin/python install --no-cache-dir --disable-pip-version-check \
+        --no-index --no-deps /project/token_refresher-*.whl
 
 # What both images run on: the interpreter, without the tools that install packages.
 FROM ${PYTHON_IMAGE} AS runtime

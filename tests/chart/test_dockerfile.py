@@ -75,7 +75,9 @@ def test_each_target_runs_its_console_script_as_uid_65532(target: str, command: 
 
 def test_sidecar_image_does_not_install_the_operator_extra() -> None:
     [install] = [i for i in stages()["sidecar-venv"] if i.startswith("RUN ")]
-    assert "/wheels/token_refresher-*.whl" in install
+    assert "--require-hashes -r sidecar/requirements.lock" in install
+    assert "--no-deps /project/token_refresher-*.whl" in install
+    assert "operator/requirements.lock" not in install
     assert "[operator]" not in install
     assert "COPY --from=sidecar-venv /opt/venv /opt/venv" in stages()["sidecar"]
     assert "COPY --from=operator-venv /opt/venv /opt/venv" in stages()["operator"]
@@ -93,4 +95,5 @@ def test_build_context_is_an_allow_list() -> None:
     copied = re.findall(r"^COPY (?!--from)(.+?) \S+$", DOCKERFILE.read_text(), re.MULTILINE)
     for sources in copied:
         for source in sources.split():
-            assert source.rstrip("/") in allowed, f"{source} is copied but not in the context"
+            top = source.rstrip("/").split("/")[0]
+            assert top in allowed, f"{source} is copied but not in the context"
