@@ -2,8 +2,9 @@
 
 `run` is what the console script calls once configuration has been checked. kopf runs
 standalone (no peering: every replica serves the webhook and watches pods, and nothing
-here needs a leader) and cluster-wide. Beside it runs the report endpoint
-(`reportserver.serve_reports`); when either stops, the other is stopped too.
+here needs a leader) and cluster-wide. Beside it run the report endpoint
+(`reportserver.serve_reports`) and the health port (`healthserver`: /healthz, /metrics);
+when any of them stops, the others are stopped too.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import logging
 import os
 import socket
 import tempfile
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -22,14 +24,26 @@ import kopf
 from token_refresher_operator.annotations import INJECT
 from token_refresher_operator.config import ClusterConfig, OperatorSettings, ReportConfig
 from token_refresher_operator.devcert import write_self_signed
+from token_refresher_operator.healthserver import make_health_app, serve_health
+from token_refresher_operator.metrics import OperatorMetrics
 from token_refresher_operator.registration import (
     DEV_CONFIGURATION_NAME,
     apply_configuration,
     delete_configuration,
     webhook_configuration,
 )
+from token_refresher_operator.report import ReportMetrics
+from token_refresher_operator.reportca import ReportCA
+from token_refresher_operator.reportserver import serve_reports
 from token_refresher_operator.safetynet import SidecarWatch
-from token_refresher_operator.webhook import HANDLER_ID, URL_PATH, Injector, MutateServer
+from token_refresher_operator.webhook import (
+    HANDLER_ID,
+    URL_PATH,
+    AdmissionStats,
+    Injector,
+    MutateServer,
+    QuietDenials,
+)
 
 __all__ = ["REPORTING_COMPONENT", "build_registry", "kube_api_client", "operator_identity", "run"]
 
@@ -80,11 +94,6 @@ def build_registry(*, injector: Injector, watch: SidecarWatch) -> kopf.OperatorR
         annotations={INJECT: "true"},
         registry=registry,
     )(watch.on_pod)
-
-    def admission(**_: Any) -> dict[str, int]:
-        return injector.stats.as_dict()
-
-    kopf.on.probe(id="admission", registry=registry)(admission)
     return registry
 
 
@@ -106,26 +115,15 @@ def _kopf_settings(settings: OperatorSettings, server: MutateServer) -> kopf.Ope
 def _configure_logging(level: str) -> None:
     kopf.configure(verbose=level == "debug", quiet=level in ("warning", "error"))
     logging.getLogger().setLevel(level.upper())
+    logging.getLogger("kopf.objects").addFilter(QuietDenials())
 
 
-async def _start_reports(
-    *, settings: OperatorSettings, stop: asyncio.Event, api_client: Any, tls: tuple[Path, Path]
+async def _start(
+    serve: Callable[[asyncio.Event], Coroutine[Any, Any, None]], *, name: str
 ) -> asyncio.Task[None]:
-    """Start the report endpoint; return once it listens (or raise why it cannot)."""
-    from token_refresher_operator.reportserver import serve_reports
-
+    """Start a server task; return once it listens (or raise why it cannot)."""
     started = asyncio.Event()
-    task = asyncio.create_task(
-        serve_reports(
-            settings=settings,
-            stop=stop,
-            api_client=api_client,
-            cert_file=tls[0],
-            key_file=tls[1],
-            started=started,
-        ),
-        name="report endpoint",
-    )
+    task = asyncio.create_task(serve(started), name=name)
     waiter = asyncio.create_task(started.wait())
     await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
     waiter.cancel()
@@ -184,8 +182,25 @@ async def run(*, settings: OperatorSettings, config: ClusterConfig) -> None:
             server_args = {"addr": settings.listen_host}
             on_client_config = None
 
-        injector = Injector(settings=settings, config=config)
-        watch = SidecarWatch(operator_namespace=settings.namespace)
+        report_ca = None
+        if not settings.dev and config.report is not None and not config.report.ca_bundle.strip():
+            # cert-manager mode: the chart cannot know the CA; cert-manager puts it beside
+            # the serving certificate (reportca.py).
+            report_ca = ReportCA.beside(settings.tls_cert_file)
+            if report_ca.pem():
+                logger.info("sidecars will trust the report CA in %s", report_ca.path)
+        metrics = OperatorMetrics()
+        injector = Injector(
+            settings=settings,
+            config=config,
+            stats=AdmissionStats(metrics=metrics),
+            report_ca=report_ca,
+        )
+        watch = SidecarWatch(
+            operator_namespace=settings.namespace,
+            excluded_namespaces=frozenset(config.excluded_namespaces),
+            metrics=metrics,
+        )
         registry = build_registry(injector=injector, watch=watch)
         if settings.dev:
 
@@ -217,10 +232,37 @@ async def run(*, settings: OperatorSettings, config: ClusterConfig) -> None:
         # Started (and listening) before kopf: kopf treats tasks that appear while it runs
         # as its own and cancels them at exit after 5 s, which would cut the report
         # endpoint's drain short.
-        reports = await _start_reports(
-            settings=settings, stop=stop_reports, api_client=api_client, tls=tls
+        health = await _start(
+            lambda started: serve_health(
+                host=settings.listen_host,
+                port=settings.health_port,
+                app=make_health_app(
+                    metrics=metrics, status=lambda: {"admission": injector.stats.as_dict()}
+                ),
+                stop=stop_reports,
+                started=started,
+            ),
+            name="health port",
         )
-        reports.add_done_callback(lambda _: stop_kopf.set())
+        try:
+            reports = await _start(
+                lambda started: serve_reports(
+                    settings=settings,
+                    stop=stop_reports,
+                    api_client=api_client,
+                    cert_file=tls[0],
+                    key_file=tls[1],
+                    metrics=ReportMetrics(exported=metrics),
+                    started=started,
+                ),
+                name="report endpoint",
+            )
+        except BaseException:
+            stop_reports.set()
+            await health
+            raise
+        for task in (health, reports):
+            task.add_done_callback(lambda _: stop_kopf.set())
 
         async def stopping(**_: Any) -> None:
             # kopf is stopping (a signal, most likely): let the report endpoint drain
@@ -239,13 +281,13 @@ async def run(*, settings: OperatorSettings, config: ClusterConfig) -> None:
                 identity=identity,
                 standalone=True,
                 clusterwide=True,
-                liveness_endpoint=f"http://{settings.listen_host}:{settings.health_port}/healthz",
                 stop_flag=stop_kopf,
             )
         finally:
             stop_reports.set()
-            with contextlib.suppress(asyncio.CancelledError):
-                await reports
+            for task in (reports, health):
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             api_client.close()
         logger.info(
             "operator stopped: %s; SidecarNotInjected events posted: %d",

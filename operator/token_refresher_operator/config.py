@@ -197,11 +197,14 @@ class ReportConfig(BaseModel):
 class ClusterConfig(BaseModel):
     """CONFIG_FILE: see docs/CONTRACTS.md."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
     defaults: dict[str, str] = Field(default_factory=dict)
     sidecar: SidecarConfig = Field(default_factory=SidecarConfig)
     report: ReportConfig | None = None
+    # The namespaces the chart's webhook configuration leaves out, so the safety net can
+    # say why an annotated pod there has no sidecar (safetynet.py).
+    excluded_namespaces: list[str] = Field(default_factory=list, alias="excludedNamespaces")
 
     @field_validator("defaults", mode="before")
     @classmethod

@@ -36,6 +36,16 @@ class AnnotationError(OperatorError):
     """
 
     @property
+    def operator_fault(self) -> bool:
+        """Whether a line blames the cluster's configuration rather than the pod.
+
+        patch.check_env words those lines so (the sidecar refused something the operator
+        rendered from its own defaults); every other line is about the pod's author.
+        """
+        marker = "token-refresher operator configuration:"
+        return any(line.startswith(marker) for line in self.lines)
+
+    @property
     def message(self) -> str:
         # The admission response carries a single status message; kubectl prints it
         # after "denied the request: ", so keep it on one line.

@@ -4,10 +4,17 @@ Three layers, pure to impure. `render_note` turns a report into the sentence
 `kubectl describe pod` shows, and scrubs anything that looks like a credential on the way
 (DESIGN, "Security stance": a misbehaving sidecar or IdP must not be able to put a token
 into an Event). `Aggregator` decides *when* to write: the first report of a kind creates
-an events.k8s.io/v1 Event, repeats only bump that Event's `series` (count, last seen), and
+an Event, repeats only bump that Event's `series` (count, last seen), and
 a key is written at most once per `interval` — a sidecar retrying a hundred times gives one
 Event "x100", not a hundred. `EventRecorder` is the shell that carries those decisions to
 the API. Events are auxiliary: a failed write is logged and never fails the report.
+
+The count is written twice: in `series`, as events.k8s.io/v1 has it, and in `count`,
+`firstTimestamp`, `lastTimestamp`, the core/v1 fields that `kubectl get events` (COUNT,
+"x7 over 5m") and `kubectl describe pod` read; without them they show no count. The
+events.k8s.io/v1 API refuses those fields (there `deprecatedCount`: "needs to be
+unset"), so the Events are written through core/v1, which takes both; read through
+events.k8s.io/v1 the same Event has its `series` and `deprecatedCount`.
 """
 
 from __future__ import annotations
@@ -21,6 +28,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final, Literal
+
+from .metrics import OperatorMetrics
 
 __all__ = [
     "ACTION",
@@ -187,12 +196,13 @@ class CreateEvent:
 
 @dataclass(frozen=True)
 class PatchSeries:
-    """Bring an existing Event's series up to `count` occurrences."""
+    """Bring an existing Event's series up to `count` occurrences, with the latest note."""
 
     key: SeriesKey
     name: str
     count: int
     last_observed: datetime
+    note: str
 
 
 Write = CreateEvent | PatchSeries
@@ -248,6 +258,8 @@ class Aggregator:
             self._series[key] = series
         else:
             series.count += 1
+            if at >= series.last:
+                series.note = note  # the newest report's words: its failure count, say
             series.last = max(series.last, at)
             series.seen = now
         return self._next(key, series, now)
@@ -320,7 +332,11 @@ class Aggregator:
             )
         else:
             write = PatchSeries(
-                key=key, name=series.name, count=series.count, last_observed=series.last
+                key=key,
+                name=series.name,
+                count=series.count,
+                last_observed=series.last,
+                note=series.note,
             )
         series.in_flight = write
         series.wrote_at = now
@@ -332,35 +348,50 @@ class Aggregator:
 
 
 def event_body(write: CreateEvent, *, name: str, instance: str) -> dict[str, Any]:
-    """The events.k8s.io/v1 Event a CreateEvent stands for, regarding the pod."""
+    """The Event a CreateEvent stands for, regarding the pod, as core/v1 writes it."""
     key = write.key
     body: dict[str, Any] = {
-        "apiVersion": "events.k8s.io/v1",
+        "apiVersion": "v1",
         "kind": "Event",
         "metadata": {"name": name, "namespace": key.namespace},
         "eventTime": micro_time(write.event_time),
-        "reportingController": REPORTING_CONTROLLER,
+        "reportingComponent": REPORTING_CONTROLLER,
         "reportingInstance": instance[:128],
+        "source": {"component": REPORTING_CONTROLLER},
         "action": ACTION,
         "reason": key.reason,
         "type": write.type,
-        "note": write.note,
-        "regarding": {
+        "message": write.note,
+        "involvedObject": {
             "apiVersion": "v1",
             "kind": "Pod",
             "name": key.pod,
             "namespace": key.namespace,
             "uid": key.uid,
         },
+        "firstTimestamp": _when(write.event_time),
+        **_counted(write.count, write.last_observed),
     }
-    if write.count > 1:
-        body["series"] = _series(write.count, write.last_observed)
+    if write.count == 1:
+        del body["series"]  # a series starts with the second occurrence (count >= 2)
     return body
 
 
 def series_patch(write: PatchSeries) -> dict[str, Any]:
-    """The merge patch that moves an Event's series to `write.count`."""
-    return {"series": _series(write.count, write.last_observed)}
+    """The merge patch that moves an Event's count to `write.count`, with the newest note.
+
+    The note is what the default `kubectl get events` shows of an Event (it has no count
+    column): the newest report's note says how many refreshes failed since when.
+    """
+    return {"message": write.note, **_counted(write.count, write.last_observed)}
+
+
+def _counted(count: int, last: datetime) -> dict[str, Any]:
+    return {
+        "series": _series(count, last),
+        "count": count,
+        "lastTimestamp": _when(last),
+    }
 
 
 def _series(count: int, last: datetime) -> dict[str, Any]:
@@ -392,10 +423,12 @@ class EventRecorder:
         timeout: float = 10.0,
         clock: Callable[[], float] = time.monotonic,
         clock_ns: Callable[[], int] = time.time_ns,
+        metrics: OperatorMetrics | None = None,
     ) -> None:
         from kubernetes import client
 
-        self._api: Any = client.EventsV1Api(api_client)
+        self._api: Any = client.CoreV1Api(api_client)
+        self.metrics = metrics if metrics is not None else OperatorMetrics()
         self.instance = instance
         self.aggregator = aggregator if aggregator is not None else Aggregator()
         self._timeout = timeout
@@ -425,6 +458,9 @@ class EventRecorder:
                 self._spawn(final)
         key = SeriesKey(namespace, pod, uid, reason, error if state != "recovered" else None)
         write = self.aggregator.observe(key, type=type_, note=note, at=at, now=now)
+        if not (isinstance(write, CreateEvent) and write.count == 1):
+            # Counted into the series of an Event rather than making one of its own.
+            self.metrics.events_aggregated.inc()
         if write is not None:
             self._spawn(write)
 
@@ -458,13 +494,16 @@ class EventRecorder:
                 body = event_body(write, name=name, instance=self.instance)
                 await asyncio.to_thread(self._create, key.namespace, body)
                 self.aggregator.done(write, name=name)
+                self.metrics.event_writes.labels("created").inc()
             else:
                 await asyncio.to_thread(self._patch, key.namespace, write.name, series_patch(write))
                 self.aggregator.done(write)
+                self.metrics.event_writes.labels("updated").inc()
             self.written += 1
         except Exception as exc:  # events are auxiliary: log, count, carry on
             status = getattr(exc, "status", None)
             self.failures += 1
+            self.metrics.event_writes.labels("failed").inc()
             self.aggregator.failed(write, gone=status == 404)
             logger.warning(
                 "could not %s Event %s for pod %s/%s: %s%s",

@@ -34,6 +34,7 @@ from pydantic import (
 from .annotations import INJECTED
 from .errors import OperatorError
 from .events import State
+from .metrics import OperatorMetrics
 from .reviews import (
     Accept,
     Decision,
@@ -188,10 +189,23 @@ class RateLimiter:
 
 @dataclass
 class ReportMetrics:
-    """What the endpoint did: accepted reports by state, rejections by reason."""
+    """What the endpoint did: accepted reports by state, rejections by reason.
+
+    Counted here for the shutdown summary, and into the operator's Prometheus metrics
+    (`token_refresher_operator_reports_total{result}`: accepted, or the reason).
+    """
 
     accepted: Counter[str] = field(default_factory=Counter)
     rejected: Counter[str] = field(default_factory=Counter)
+    exported: OperatorMetrics = field(default_factory=OperatorMetrics, repr=False)
+
+    def accept(self, state: State) -> None:
+        self.accepted[state] += 1
+        self.exported.reports.labels("accepted").inc()
+
+    def reject(self, reason: str) -> None:
+        self.rejected[reason] += 1
+        self.exported.reports.labels(reason).inc()
 
     def summary(self) -> str:
         def show(counts: Counter[str]) -> str:

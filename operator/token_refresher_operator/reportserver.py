@@ -111,7 +111,7 @@ def make_app(
     metrics = metrics if metrics is not None else ReportMetrics()
 
     def refuse(reject: Reject, report: Report | None = None) -> web.Response:
-        metrics.rejected[reject.reason] += 1
+        metrics.reject(reject.reason)
         about = f" about pod {report.namespace}/{report.pod}" if report else ""
         level = logging.DEBUG if reject.status == 429 else logging.INFO
         logger.log(level, "report%s refused (%s): %s", about, reject.reason, reject.message)
@@ -171,7 +171,7 @@ def make_app(
             ),
             at=now(),
         )
-        metrics.accepted[report.state] += 1
+        metrics.accept(report.state)
         return web.json_response({"status": "accepted"}, status=202)
 
     async def healthz(request: web.Request) -> web.Response:
@@ -316,10 +316,14 @@ async def serve_reports(
         api_client=api_client,
         instance=instance or socket.gethostname(),
         aggregator=Aggregator(interval=coalesce),
+        metrics=metrics.exported,
+    )
+    reviewer = TokenReviewer(
+        api_client=api_client, audience=settings.report_audience, metrics=metrics.exported
     )
     app = make_app(
         audience=settings.report_audience,
-        reviewer=TokenReviewer(api_client=api_client, audience=settings.report_audience),
+        reviewer=reviewer,
         pods=KubePods(api_client=api_client),
         recorder=recorder,
         limiter=limiter,

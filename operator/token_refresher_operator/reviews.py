@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol, TypedDict
 
 from .errors import OperatorError
+from .metrics import OperatorMetrics
 
 __all__ = [
     "POD_NAME_EXTRA",
@@ -221,10 +222,12 @@ class TokenReviewer:
         timeout: float = 10.0,
         clock: Callable[[], float] = time.monotonic,
         wallclock: Callable[[], float] = time.time,
+        metrics: OperatorMetrics | None = None,
     ) -> None:
         from kubernetes import client
 
         self._api: Any = client.AuthenticationV1Api(api_client)
+        self.metrics = metrics if metrics is not None else OperatorMetrics()
         self.audience = audience
         self.cache = cache if cache is not None else ReviewCache()
         self._limit = asyncio.Semaphore(max_concurrency)
@@ -244,6 +247,7 @@ class TokenReviewer:
         digest = token_digest(token)
         cached = self.cache.get(digest, now=self._clock())
         if cached is not None:
+            self.metrics.token_review_cache_hits.inc()
             return cached
         task = self._inflight.get(digest)
         if task is None:
@@ -278,6 +282,7 @@ class TokenReviewer:
             try:
                 raw = await asyncio.to_thread(self._create, body)
             except Exception as exc:
+                self.metrics.token_reviews.labels("error").inc()
                 # Name the failure by class and HTTP status only: the request body holds
                 # the token, and some client errors echo the request.
                 status = getattr(exc, "status", None)
@@ -285,7 +290,10 @@ class TokenReviewer:
                 problem = f"TokenReview failed: {type(exc).__name__}{detail}"
                 raise ReviewUnavailable([problem]) from None
         result = raw.get("status") if isinstance(raw, dict) else None
-        return result if isinstance(result, dict) else {}  # type: ignore[return-value]
+        review: TokenReviewStatus = result if isinstance(result, dict) else {}  # type: ignore[assignment]
+        verdict = "authenticated" if review.get("authenticated") else "unauthenticated"
+        self.metrics.token_reviews.labels(verdict).inc()
+        return review
 
     def _create(self, body: dict[str, Any]) -> Any:
         # _preload_content=False: the raw JSON, as the API sent it, in every client version.

@@ -9,6 +9,10 @@ status) with the annotation problems, so a pod is either fully injected or not c
 that the apiserver never calls us for pods that did not opt in. A body that is not an
 AdmissionReview the apiserver could have sent (`malformed_review`) is answered 400 with
 the reason before kopf sees it: kopf would fail on it with a 500 and a traceback.
+
+A denied pod is its author's mistake, not the operator's: it is logged as one warning
+naming the pod and the annotation, and kopf's own `[ERROR] Webhook 'inject' failed
+permanently` line about the same denial is filtered out (`QuietDenials`).
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from __future__ import annotations
 import copy
 import functools
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -27,7 +32,9 @@ import kopf
 from token_refresher_operator.config import ClusterConfig, OperatorSettings
 from token_refresher_operator.errors import AnnotationError
 from token_refresher_operator.manifests import JsonPatchOp, Pod
+from token_refresher_operator.metrics import AdmissionResult, OperatorMetrics
 from token_refresher_operator.patch import build_patch, skip_reason
+from token_refresher_operator.reportca import ReportCA
 
 __all__ = [
     "HANDLER_ID",
@@ -35,10 +42,12 @@ __all__ = [
     "AdmissionStats",
     "Injector",
     "MutateServer",
+    "QuietDenials",
     "malformed_review",
 ]
 
 logger = logging.getLogger(__name__)
+_log = logger  # `mutate` receives kopf's per-object logger as `logger`
 
 HANDLER_ID = "inject"
 URL_PATH = "/mutate"
@@ -52,6 +61,13 @@ class AdmissionStats:
     injected: int = 0
     denied: int = 0
     skipped: int = 0
+    errors: int = 0
+    metrics: OperatorMetrics = field(default_factory=OperatorMetrics, repr=False)
+
+    def count(self, result: AdmissionResult) -> None:
+        name = _FIELD[result]
+        setattr(self, name, getattr(self, name) + 1)
+        self.metrics.admissions.labels(result).inc()
 
     def as_dict(self) -> dict[str, int]:
         return {
@@ -59,7 +75,31 @@ class AdmissionStats:
             "injected": self.injected,
             "denied": self.denied,
             "skipped": self.skipped,
+            "errors": self.errors,
         }
+
+
+_FIELD: dict[AdmissionResult, str] = {
+    "injected": "injected",
+    "skipped": "skipped",
+    "denied": "denied",
+    "error": "errors",
+}
+
+
+class QuietDenials(logging.Filter):
+    """Drops kopf's ERROR line about a denial that `Injector` has already logged.
+
+    kopf logs every `AdmissionError` as `Webhook 'inject' failed permanently: ...` at
+    ERROR, as if the operator had failed. Only our handler raises it under that id, and
+    only after logging the denial itself, so the record says nothing new. Install it on
+    kopf's `kopf.objects` logger.
+    """
+
+    PREFIX = f"Webhook {HANDLER_ID!r} failed permanently: "
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(self.PREFIX)
 
 
 _REVIEW_VERSIONS = ("admission.k8s.io/v1", "admission.k8s.io/v1beta1")
@@ -107,6 +147,8 @@ class Injector:
     settings: OperatorSettings
     config: ClusterConfig
     stats: AdmissionStats = field(default_factory=AdmissionStats)
+    # Where sidecars find the CA of /report when the config gives none (cert-manager).
+    report_ca: ReportCA | None = None
 
     async def mutate(
         self,
@@ -126,24 +168,39 @@ class Injector:
             pod=pod, namespace=namespace, operator_namespace=self.settings.namespace
         )
         if reason is not None:
-            self.stats.skipped += 1
+            self.stats.count("skipped")
             logger.info(f"pod {namespace}/{name}: no injection: {reason}{dry}")
             return
         try:
             ops = build_patch(
                 pod=pod,
                 namespace=namespace,
-                config=self.config,
+                config=self._config(),
                 operator_namespace=self.settings.namespace,
                 report_audience=self.settings.report_audience,
             )
         except AnnotationError as exc:
-            self.stats.denied += 1
-            logger.info(f"pod {namespace}/{name}: denied{dry}: {exc.message}")
+            self.stats.count("denied")
+            # The pod's author made a mistake (or, for the lines saying so, the operator's
+            # configuration is wrong): one line, with the pod and the annotation.
+            level = logging.ERROR if exc.operator_fault else logging.WARNING
+            _log.log(level, "pod %s/%s denied%s: %s", namespace, name, dry, exc.message)
             raise kopf.AdmissionError(exc.message, code=400) from None
-        self.stats.injected += 1
+        except Exception:
+            self.stats.count("error")
+            raise
+        self.stats.count("injected")
         patch.fns.append(functools.partial(_apply_ops, ops=ops))
         logger.info(f"pod {namespace}/{name}: injecting the sidecar ({len(ops)} operations){dry}")
+
+    def _config(self) -> ClusterConfig:
+        if self.report_ca is None or self.config.report is None:
+            return self.config
+        pem = self.report_ca.pem()
+        if not pem:
+            return self.config
+        report = self.config.report.model_copy(update={"ca_bundle": pem})
+        return self.config.model_copy(update={"report": report})
 
 
 ClientConfigHook = Callable[[kopf.WebhookClientConfig], Awaitable[None]]
@@ -173,8 +230,16 @@ class MutateServer(kopf.WebhookServer):
         stats = self.stats
 
         async def routed(request: Any, *, webhook: str | None = None, **kwargs: Any) -> Any:
+            started = time.perf_counter()
+            try:
+                return await answer(request, webhook=webhook, **kwargs)
+            finally:
+                stats.metrics.admission_duration.observe(time.perf_counter() - started)
+
+        async def answer(request: Any, *, webhook: str | None = None, **kwargs: Any) -> Any:
             problem = malformed_review(request)
             if problem is not None:
+                stats.count("error")
                 logger.warning("refused a malformed admission review: %s", problem)
                 raise aiohttp.web.HTTPBadRequest(text=f"not an AdmissionReview: {problem}")
             stats.requests += 1
@@ -194,6 +259,7 @@ class MutateServer(kopf.WebhookServer):
             if webhook not in (URL_PATH.strip("/"), HANDLER_ID):
                 # kopf would answer "allowed" with no handler run: a silently
                 # un-injected pod. Deny instead, so a misrouted configuration shows.
+                stats.count("error")
                 return {
                     "apiVersion": request.get("apiVersion", "admission.k8s.io/v1"),
                     "kind": "AdmissionReview",
@@ -206,7 +272,11 @@ class MutateServer(kopf.WebhookServer):
                         },
                     },
                 }
-            return await fn(request, webhook=HANDLER_ID, **kwargs)
+            try:
+                return await fn(request, webhook=HANDLER_ID, **kwargs)
+            except Exception:
+                stats.count("error")
+                raise
 
         async for client_config in super().__call__(cast(kopf.WebhookFn, routed)):
             if self.on_client_config is not None:

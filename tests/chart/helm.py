@@ -42,7 +42,10 @@ VALUES: dict[str, dict[str, Any]] = {
         "tls": {"mode": "secret", "secret": {"name": "my-tls", "caBundle": EXISTING_CA_PEM}}
     },
     "failure-policy-ignore": {"webhook": {"failurePolicy": "Ignore", "timeoutSeconds": 5}},
-    "service-monitor": {"serviceMonitor": {"enabled": True, "labels": {"release": "prom"}}},
+    "service-monitor": {
+        "serviceMonitor": {"enabled": True, "labels": {"release": "prom"}},
+        "grafanaDashboard": {"enabled": True, "annotations": {"grafana_folder": "Kubernetes"}},
+    },
     "custom-defaults": {
         "defaults": {
             "issuer": "https://idp.example.com",
@@ -97,7 +100,8 @@ class Rendered:
     @property
     def config(self) -> dict[str, Any]:
         """The operator's CONFIG_FILE, parsed."""
-        return dict(yaml.safe_load(self.one("ConfigMap")["data"]["config.yaml"]))
+        [config] = [c for c in self.all("ConfigMap") if "config.yaml" in c.get("data", {})]
+        return dict(yaml.safe_load(config["data"]["config.yaml"]))
 
 
 @dataclass

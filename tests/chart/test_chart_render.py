@@ -165,7 +165,6 @@ def test_cert_manager_mode_issues_the_certificate_and_injects_its_ca(chart: Char
         f"{NAMESPACE}/{FULLNAME}-tls"
     )
     assert ca_bundle(rendered) is None  # the cainjector fills it in
-    assert rendered.config["report"]["caBundle"] == ""  # the operator reads ca.crt instead
 
     selfsigned = rendered.one("Issuer", f"{FULLNAME}-selfsigned")
     assert selfsigned["spec"] == {"selfSigned": {}}
@@ -209,8 +208,6 @@ def test_operator_may_do_exactly_what_it_needs_and_nothing_on_secrets(
         ("authentication.k8s.io", "tokenreviews", "create"),
         ("", "events", "create"),
         ("", "events", "patch"),
-        ("events.k8s.io", "events", "create"),
-        ("events.k8s.io", "events", "patch"),
         ("", "pods", "get"),
         ("", "pods", "list"),
         ("", "pods", "watch"),
@@ -307,7 +304,10 @@ def test_operator_env_and_mounts_follow_the_contract(rendered: Rendered) -> None
     assert mounts["tls"]["mountPath"] == "/etc/token-refresher/tls"
     assert mounts["tls"]["readOnly"] is True
     assert mounts["config"]["mountPath"] == "/etc/token-refresher/config"
-    assert volumes["config"]["configMap"]["name"] == rendered.one("ConfigMap")["metadata"]["name"]
+    assert (
+        volumes["config"]["configMap"]["name"]
+        == rendered.one("ConfigMap", FULLNAME)["metadata"]["name"]
+    )
     assert "secret" in volumes["tls"]
 
 
@@ -339,6 +339,7 @@ def test_config_file_follows_the_contract(default: Rendered) -> None:
             "port": 8099,
         },
         "report": {"url": f"https://{SERVICE_HOST}:8444/report"},
+        "excludedNamespaces": ["kube-system", NAMESPACE],
     }
 
 
@@ -359,7 +360,7 @@ def test_config_file_loads_in_the_operator(rendered: Rendered, tmp_path: Path) -
     from token_refresher_operator import config
 
     path = tmp_path / "config.yaml"
-    path.write_text(rendered.one("ConfigMap")["data"]["config.yaml"])
+    path.write_text(rendered.one("ConfigMap", FULLNAME)["data"]["config.yaml"])
     loaded = config.load_cluster_config(path)
     assert loaded.report is not None
     assert str(loaded.report.url) == f"https://{SERVICE_HOST}:8444/report"
@@ -397,6 +398,35 @@ def test_service_monitor_scrapes_the_operator_service(chart: Chart) -> None:
     [endpoint] = monitor["spec"]["endpoints"]
     metrics = {p["name"]: p for p in service["spec"]["ports"]}[endpoint["port"]]
     assert metrics["targetPort"] == "health"
+
+
+def test_grafana_dashboard_is_off_by_default(default: Rendered) -> None:
+    assert [
+        c for c in default.all("ConfigMap") if "grafana_dashboard" in c["metadata"]["labels"]
+    ] == []
+
+
+def test_grafana_dashboard_queries_only_metrics_that_exist(chart: Chart) -> None:
+    from token_refresher.metrics import Metrics
+    from token_refresher_operator.metrics import OperatorMetrics
+
+    rendered = chart.template(VALUES["service-monitor"])
+    configmap = rendered.one("ConfigMap", f"{FULLNAME}-dashboard")
+    assert configmap["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert configmap["metadata"]["annotations"] == {"grafana_folder": "Kubernetes"}
+    dashboard = json.loads(configmap["data"]["token-refresher.json"])
+    exprs = [target["expr"] for panel in dashboard["panels"] for target in panel.get("targets", [])]
+    queried = {name for expr in exprs for name in re.findall(r"token_refresher_\w+", expr)}
+    exported = {
+        sample.name
+        for registry in (Metrics().registry, OperatorMetrics().registry)
+        for family in registry.collect()
+        for sample in family.samples
+    }
+    assert queried, "no queries"
+    assert queried <= exported, queried - exported
+    titles = {panel["title"] for panel in dashboard["panels"]}
+    assert {"Pods admitted, by result", "Admission latency", "Reports, by result"} <= titles
 
 
 # --- helm test ---------------------------------------------------------------------------------

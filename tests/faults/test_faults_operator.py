@@ -129,7 +129,7 @@ def test_injection_survives_a_kube_apiserver_restart(
     tries = wait_injecting(cluster, namespace, "after")
     assert tries <= 5, f"injection took {tries} tries after the apiserver came back"
     assert operator.process.proc.poll() is None, "the operator died with the apiserver"
-    assert operator.process.health()  # kopf's liveness probe answers
+    assert operator.process.health()  # the liveness probe answers
     print(f"\napiserver restarted in {restarted_in:.1f} s; injecting again after {tries} try")
 
 

@@ -105,11 +105,18 @@ class OperatorProcess:
             time.sleep(0.2)
 
     def health(self) -> dict[str, Any]:
-        """kopf's liveness endpoint: probe results, among them `admission` counters."""
+        """The liveness endpoint: the `admission` counters."""
         url = f"http://127.0.0.1:{self.health_port}/healthz"
         with urllib.request.urlopen(url, timeout=5) as resp:
             result: dict[str, Any] = json.load(resp)
             return result
+
+    def metrics(self) -> str:
+        """What Prometheus scrapes: /metrics on the health port."""
+        url = f"http://127.0.0.1:{self.health_port}/metrics"
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            assert resp.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+            return str(resp.read().decode())
 
     def webhook_configuration(self) -> dict[str, Any] | None:
         proc = self.cluster.kubectl(
@@ -131,9 +138,19 @@ def _listening(port: int) -> bool:
 
 
 def start_operator(
-    cluster: ControlPlane, workdir: Path, *, config: str | None = None, timeout: float = 60.0
+    cluster: ControlPlane,
+    workdir: Path,
+    *,
+    config: str | None = None,
+    timeout: float = 60.0,
+    tls: tuple[Path, Path] | None = None,
 ) -> OperatorProcess:
-    """Start the operator in DEV mode and wait until the apiserver can call it."""
+    """Start the operator in DEV mode and wait until the apiserver can call it.
+
+    With `tls` (serving certificate and key files, laid out as the kubelet mounts a TLS
+    Secret) it runs as the chart runs it instead: not in DEV mode, serving those files, and
+    registering no webhook configuration (the caller does); it waits for the ports only.
+    """
     workdir.mkdir(parents=True, exist_ok=True)
     config_file = workdir / "config.yaml"
     config_file.write_text(
@@ -148,7 +165,7 @@ def start_operator(
         {
             "KUBECONFIG": str(cluster.kubeconfig),
             "PYTHONUNBUFFERED": "1",
-            "TOKEN_REFRESHER_OPERATOR_DEV": "true",
+            "TOKEN_REFRESHER_OPERATOR_DEV": "true" if tls is None else "false",
             "TOKEN_REFRESHER_OPERATOR_NAMESPACE": OPERATOR_NAMESPACE,
             "TOKEN_REFRESHER_OPERATOR_LISTEN_HOST": "127.0.0.1",
             "TOKEN_REFRESHER_OPERATOR_WEBHOOK_PORT": str(webhook_port),
@@ -157,8 +174,12 @@ def start_operator(
             "TOKEN_REFRESHER_OPERATOR_CONFIG_FILE": str(config_file),
         }
     )
+    if tls is not None:
+        env["TOKEN_REFRESHER_OPERATOR_TLS_CERT_FILE"] = str(tls[0])
+        env["TOKEN_REFRESHER_OPERATOR_TLS_KEY_FILE"] = str(tls[1])
     script = Path(sys.executable).with_name("token-refresher-operator")
-    _say(f"starting {script.name} (DEV, webhook port {webhook_port}); log: {log_file}")
+    mode = "DEV" if tls is None else f"serving {tls[0]}"
+    _say(f"starting {script.name} ({mode}, webhook port {webhook_port}); log: {log_file}")
     with log_file.open("wb") as log:
         proc = subprocess.Popen(
             [str(script)],
@@ -179,12 +200,17 @@ def start_operator(
         health_port=health_port,
     )
     try:
+        if tls is None:
+            op.wait_for(
+                f"MutatingWebhookConfiguration {DEV_CONFIGURATION} -> 127.0.0.1:{webhook_port}",
+                op.registered,
+                timeout=timeout,
+            )
         op.wait_for(
-            f"MutatingWebhookConfiguration {DEV_CONFIGURATION} -> 127.0.0.1:{webhook_port}",
-            op.registered,
+            f"webhook port {webhook_port} to listen",
+            lambda: _listening(webhook_port),
             timeout=timeout,
         )
-        op.wait_for(f"webhook port {webhook_port} to listen", lambda: _listening(webhook_port))
         op.wait_for(f"health port {health_port} to listen", lambda: _listening(health_port))
     except BaseException:
         stop_operator(op)

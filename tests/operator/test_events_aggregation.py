@@ -51,7 +51,7 @@ def test_a_burst_of_a_hundred_is_one_create_and_one_patch() -> None:
     assert writes == [None] * 99
     assert agg.due(5.0) == []  # not before the interval
     assert agg.due(10.0) == [
-        PatchSeries(key=KEY, name="api-1.abc", count=100, last_observed=at(0.99))
+        PatchSeries(key=KEY, name="api-1.abc", count=100, last_observed=at(0.99), note="note")
     ]
 
 
@@ -96,7 +96,19 @@ def test_one_write_in_flight_per_key() -> None:
     assert observe(agg, 20) is None  # the create has not come back yet
     assert agg.due(30) == []
     agg.done(create, name="ev")
-    assert agg.due(30) == [PatchSeries(key=KEY, name="ev", count=2, last_observed=at(20))]
+    assert agg.due(30) == [
+        PatchSeries(key=KEY, name="ev", count=2, last_observed=at(20), note="note")
+    ]
+
+
+def test_a_series_update_carries_the_newest_note() -> None:
+    agg = Aggregator(interval=10)
+    agg.done(agg.observe(KEY, type="Warning", note="1 failure", at=at(0), now=0), name="ev")
+    agg.observe(KEY, type="Warning", note="3 failures", at=at(2), now=2)
+    agg.observe(KEY, type="Warning", note="2 failures", at=at(1), now=3)  # arrived late
+    (patch,) = agg.due(10)
+    assert isinstance(patch, PatchSeries)
+    assert (patch.count, patch.note) == (3, "3 failures")
 
 
 def test_a_failed_create_is_retried_as_a_create_with_the_count() -> None:
@@ -131,7 +143,7 @@ def test_recovery_ends_the_failure_series_with_its_final_count() -> None:
     observe(agg, 1)
     observe(agg, 2)
     final = agg.end(namespace="billing", pod="api-1", keep="TokenRefreshRecovered")
-    assert final == [PatchSeries(key=KEY, name="ev", count=3, last_observed=at(2))]
+    assert final == [PatchSeries(key=KEY, name="ev", count=3, last_observed=at(2), note="note")]
     agg.done(final[0])  # the series is gone: a late answer is ignored
     assert len(agg) == 0
     assert isinstance(observe(agg, 3), CreateEvent)  # failing again is news again
@@ -155,7 +167,7 @@ def test_idle_series_are_forgotten_and_the_table_is_bounded() -> None:
     assert len(agg) == 1  # the two written and idle ones are gone; the third is in flight
 
 
-def test_event_body_is_an_events_k8s_io_v1_event_on_the_pod() -> None:
+def test_event_body_is_a_core_v1_event_on_the_pod_with_kubectls_count() -> None:
     write = CreateEvent(
         key=KEY,
         type="Warning",
@@ -165,27 +177,43 @@ def test_event_body_is_an_events_k8s_io_v1_event_on_the_pod() -> None:
         last_observed=T0,
     )
     assert event_body(write, name="api-1.1", instance="h" * 200) == {
-        "apiVersion": "events.k8s.io/v1",
+        "apiVersion": "v1",
         "kind": "Event",
         "metadata": {"name": "api-1.1", "namespace": "billing"},
         "eventTime": "2026-11-22T01:00:00.000001Z",
-        "reportingController": "token-refresher",
+        "reportingComponent": "token-refresher",
         "reportingInstance": "h" * 128,
+        "source": {"component": "token-refresher"},
         "action": "Refresh",
         "reason": "TokenRefreshFailed",
         "type": "Warning",
-        "note": "Token refresh failing",
-        "regarding": {
+        "message": "Token refresh failing",
+        "involvedObject": {
             "apiVersion": "v1",
             "kind": "Pod",
             "name": "api-1",
             "namespace": "billing",
             "uid": "uid-1",
         },
+        "firstTimestamp": "2026-11-22T01:00:00Z",
+        "lastTimestamp": "2026-11-22T01:00:00Z",
+        "count": 1,
     }
-    patch = PatchSeries(key=KEY, name="api-1.1", count=7, last_observed=at(3.5))
+    again = event_body(
+        CreateEvent(
+            key=KEY, type="Warning", note="n", event_time=T0, count=3, last_observed=at(3.5)
+        ),
+        name="api-1.2",
+        instance="op",
+    )
+    assert again["series"] == {"count": 3, "lastObservedTime": "2026-11-22T01:00:03.500000Z"}
+    assert (again["count"], again["lastTimestamp"]) == (3, "2026-11-22T01:00:03Z")
+    patch = PatchSeries(key=KEY, name="api-1.1", count=7, last_observed=at(3.5), note="7 failures")
     assert series_patch(patch) == {
-        "series": {"count": 7, "lastObservedTime": "2026-11-22T01:00:03.500000Z"}
+        "message": "7 failures",
+        "series": {"count": 7, "lastObservedTime": "2026-11-22T01:00:03.500000Z"},
+        "count": 7,
+        "lastTimestamp": "2026-11-22T01:00:03Z",
     }
 
 
@@ -272,7 +300,15 @@ async def test_the_recorder_creates_then_patches_on_the_tick() -> None:
     clock.now = 10.0
     await asyncio.sleep(0.05)
     assert api.patched == [
-        ("api-1.abc", {"series": {"count": 5, "lastObservedTime": "2026-11-22T01:00:00.000001Z"}})
+        (
+            "api-1.abc",
+            {
+                "message": "failing note",
+                "series": {"count": 5, "lastObservedTime": "2026-11-22T01:00:00.000001Z"},
+                "count": 5,
+                "lastTimestamp": "2026-11-22T01:00:00Z",
+            },
+        )
     ]
     stop.set()
     await ticker
@@ -338,3 +374,18 @@ async def test_a_recovery_is_its_own_normal_event_and_closes_the_failure() -> No
     record(rec)
     await rec.aclose()
     assert len(api.created) == 3
+
+
+async def test_event_writes_and_aggregated_reports_are_counted_for_prometheus() -> None:
+    clock = Clock()
+    rec, _ = recorder(clock)
+    for _ in range(3):
+        record(rec)  # one Event, the next two go into its series
+    clock.now = 10.0
+    await rec.aclose()
+    value = rec.metrics.registry.get_sample_value
+    writes = "token_refresher_operator_event_writes_total"
+    assert value(writes, {"result": "created"}) == 1
+    assert value(writes, {"result": "updated"}) == 1
+    assert value(writes, {"result": "failed"}) == 0
+    assert value("token_refresher_operator_events_aggregated_total") == 2

@@ -5,13 +5,13 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
 from tests.controlplane import ControlPlane
-from token_refresher_operator.events import Aggregator, EventRecorder
+from token_refresher_operator.events import Aggregator, EventRecorder, micro_time, render_note
 
 pytestmark = [pytest.mark.cluster]
 
@@ -97,3 +97,59 @@ async def test_an_event_deleted_meanwhile_is_created_again(
     (again,) = [e for e in events(cluster, ns) if e["reason"] == "TokenRefreshFailed"]
     assert again["metadata"]["name"] != first["metadata"]["name"]
     assert again["series"]["count"] == 3
+
+
+async def test_the_count_shows_in_kubectl_get_events_and_the_series_stays(
+    cluster: ControlPlane, pod: tuple[str, str]
+) -> None:
+    """kubectl reads core/v1: count, firstTimestamp, lastTimestamp, beside the series."""
+    ns, _ = pod
+    cluster.kubectl(
+        "-n", ns, "run", "counted", "--image=registry.invalid/app:1",
+        "--overrides", '{"spec": {"serviceAccountName": "app"}}',
+    )  # fmt: skip
+    uid = cluster.kubectl(
+        "-n", ns, "get", "pod", "counted", "-o", "jsonpath={.metadata.uid}"
+    ).stdout
+    api_client = cluster.api_client()
+    clock = [0.0]
+    recorder = EventRecorder(
+        api_client=api_client,
+        instance="test",
+        aggregator=Aggregator(interval=10),
+        clock=lambda: clock[0],
+    )
+    first = datetime.now(UTC).replace(microsecond=500000) - timedelta(minutes=10)
+    for failures in range(1, 8):
+        recorder.record(
+            namespace=ns, pod="counted", uid=uid, state="failing", error="temporarily_unavailable",
+            note=render_note(state="failing", error="temporarily_unavailable",
+                             consecutive_failures=failures, since=first),
+            at=first + timedelta(seconds=5 * failures),
+        )  # fmt: skip
+        await asyncio.gather(*recorder._tasks)
+    clock[0] = 10.0
+    await recorder.aclose()
+    api_client.close()
+    (event,) = [e for e in events(cluster, ns) if e["regarding"]["name"] == "counted"]
+    assert event["deprecatedCount"] == 7
+    last = first + timedelta(seconds=35)
+    assert event["series"] == {"count": 7, "lastObservedTime": micro_time(last)}
+    core = json.loads(
+        cluster.kubectl("-n", ns, "get", "event", event["metadata"]["name"], "-o", "json").stdout
+    )
+    assert (core["count"], core["firstTimestamp"], core["lastTimestamp"]) == (
+        7,
+        f"{first + timedelta(seconds=5):%Y-%m-%dT%H:%M:%SZ}",
+        f"{last:%Y-%m-%dT%H:%M:%SZ}",
+    )
+    table = cluster.kubectl("-n", ns, "get", "events", "--field-selector",
+                            "involvedObject.name=counted").stdout  # fmt: skip
+    # No COUNT column by default: the note says how many.
+    assert "Token refresh failing (7 consecutive failures since" in table, table
+    wide = cluster.kubectl("-n", ns, "get", "events", "-o", "wide", "--field-selector",
+                           "involvedObject.name=counted").stdout  # fmt: skip
+    header, row = wide.splitlines()[:2]
+    assert row[header.index("COUNT") :].split()[0] == "7", wide
+    described = cluster.kubectl("-n", ns, "describe", "pod", "counted").stdout
+    assert "(x7 over " in described, described

@@ -229,6 +229,23 @@ def test_bad_annotation_is_denied_with_the_message(
     assert "NotFound" in missing.stderr
 
 
+def test_a_bad_annotation_is_one_warning_naming_the_pod_not_an_operator_error(
+    cluster: ControlPlane, operator: OperatorProcess, namespace: str
+) -> None:
+    bad = {**ANNOTATIONS, P + "grant": "client_credential"}
+    proc = cluster.kubectl("apply", "-f", "-", input=manifest("typo", namespace, bad), check=False)
+    assert "denied the request" in proc.stderr
+    wanted = f"pod {namespace}/typo denied: {P}grant: must be one of"
+    lines = operator.wait_for(
+        "the denial in the log",
+        lambda: [line for line in operator.log().splitlines() if wanted in line],
+    )
+    assert len(lines) == 1
+    assert "WARNING" in lines[0]
+    assert "failed permanently" not in operator.log()
+    assert not [line for line in operator.log().splitlines() if "ERROR" in line]
+
+
 def test_restricted_namespace_admits_the_injected_pod(
     cluster: ControlPlane, operator: OperatorProcess, namespace: str
 ) -> None:
@@ -322,6 +339,26 @@ def test_pod_admitted_without_the_webhook_gets_a_warning_event(
     time.sleep(2)
     assert len(_events(cluster, namespace, "slipped")) == 1
     assert event.get("count", 1) == 1
+
+
+def test_an_annotated_pod_in_kube_system_is_told_that_the_namespace_is_excluded(
+    cluster: ControlPlane, operator: OperatorProcess
+) -> None:
+    """kube-system never reaches the webhook; the pod still asked for a token (README)."""
+    name = f"system-{uuid.uuid4().hex[:6]}"
+    cluster.kubectl("-n", "kube-system", "create", "serviceaccount", "default", check=False)
+    cluster.kubectl("apply", "-f", "-", input=manifest(name, "kube-system", ANNOTATIONS))
+    try:
+        assert "initContainers" not in get_pod(cluster, "kube-system", name)["spec"]
+        [event] = operator.wait_for(
+            "the SidecarNotInjected event", lambda: _events(cluster, "kube-system", name)
+        )
+        assert event["type"] == "Warning"
+        assert "namespace kube-system is excluded from injection" in event["message"]
+        assert "recreating the pod will not help" in event["message"]
+        assert operator.calls_for("kube-system", name) == []
+    finally:
+        cluster.kubectl("-n", "kube-system", "delete", "pod", name, "--wait=false")
 
 
 def test_rendered_env_builds_the_sidecar_settings(

@@ -352,3 +352,14 @@ async def test_the_server_serves_https_and_picks_up_a_renewed_certificate(
     assert "serving the renewed certificate" in caplog.text
     assert "keeping the previous certificate" in caplog.text
     assert "report endpoint stopped: reports accepted 0 (none), rejected 0 (none)" in caplog.text
+
+
+async def test_reports_are_counted_for_prometheus_by_result(
+    client: TestClient[Any, Any], fakes: SimpleNamespace
+) -> None:
+    assert (await client.post("/report", json=report(), headers=auth())).status == 202
+    assert (await client.post("/report", json=report())).status == 401
+    value = fakes.metrics.exported.registry.get_sample_value
+    reports = "token_refresher_operator_reports_total"
+    assert value(reports, {"result": "accepted"}) == 1
+    assert value(reports, {"result": "no_token"}) == 1

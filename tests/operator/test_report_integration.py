@@ -354,7 +354,9 @@ def test_a_hundred_failures_are_one_event_with_a_count(endpoint: Endpoint) -> No
 
     (event,) = endpoint.wait_for(f"one event with series.count {accepted}", counted)
     assert event["series"]["count"] >= 2
-    # The note is the first report's: events.k8s.io/v1 notes are immutable.
-    assert "(1 consecutive failure since" in event["note"]
+    # The note is the newest accepted report's: the default `kubectl get events` shows it.
+    newest = max(i for i, code in enumerate(codes, start=1) if code == 202)
+    assert f"({newest} consecutive failures since" in event["note"]
     (core,) = [e for e in endpoint.core_events("e") if e["reason"] == "TokenRefreshFailed"]
     assert core["series"]["count"] == accepted
+    assert core["count"] == accepted

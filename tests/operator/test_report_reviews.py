@@ -248,3 +248,18 @@ async def test_a_caller_going_away_does_not_cancel_the_review_for_others() -> No
     gate.set()
     assert await second == review()
     assert len(api.calls) == 1
+
+
+async def test_reviews_and_cache_hits_are_counted_for_prometheus() -> None:
+    r = reviewer(FakeAuthApi(), clock=lambda: 0.0, wallclock=lambda: 0.0)
+    token = jwt({"exp": 300})
+    await r.review(token)
+    await r.review(token)
+    failing = reviewer(FakeAuthApi(fail=RuntimeError("down")), metrics=r.metrics)
+    with pytest.raises(ReviewUnavailable):
+        await failing.review(jwt({"exp": 301}))
+    value = r.metrics.registry.get_sample_value
+    reviews = "token_refresher_operator_token_reviews_total"
+    assert value(reviews, {"result": "authenticated"}) == 1
+    assert value(reviews, {"result": "error"}) == 1
+    assert value("token_refresher_operator_token_review_cache_hits_total") == 1

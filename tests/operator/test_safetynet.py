@@ -28,10 +28,14 @@ def test_only_annotated_pods_without_the_sidecar_are_warned_about() -> None:
     assert "without the token-refresher sidecar, so it gets no token" in message
 
 
-def test_excluded_namespaces_are_explained() -> None:
-    message = not_injected_message(pod=pod(ns="kube-system"), operator_namespace="tr")
+@pytest.mark.parametrize("ns", ["kube-system", "tr", "monitoring"])
+def test_excluded_namespaces_are_explained(ns: str) -> None:
+    message = not_injected_message(
+        pod=pod(ns=ns), operator_namespace="tr", excluded_namespaces=["monitoring"]
+    )
     assert message is not None
-    assert message.endswith("pods in namespace kube-system are never injected")
+    assert f"namespace {ns} is excluded from injection" in message
+    assert "recreating the pod will not help" in message
 
 
 async def test_one_event_per_pod(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -46,5 +50,7 @@ async def test_one_event_per_pod(monkeypatch: pytest.MonkeyPatch) -> None:
         await watch.on_pod(body=kopf.Body(pod()), type=event)
     await watch.on_pod(body=kopf.Body(pod(sidecar=True, ns="other")), type="ADDED")
     assert posted == [("uid-apps", "SidecarNotInjected")]
+    value = watch.metrics.registry.get_sample_value
+    assert value("token_refresher_operator_sidecar_not_injected_pods_total") == 1
     await watch.on_pod(body=kopf.Body(pod()), type="DELETED")
     assert watch.warned == {}

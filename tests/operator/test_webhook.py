@@ -59,7 +59,13 @@ async def test_the_handler_hands_kopf_a_patch_that_injects_the_sidecar() -> None
     assert pod["spec"]["containers"][0]["env"] == [
         {"name": "TOKEN_FILE", "value": "/var/run/secrets/token-refresher/token"}
     ]
-    assert inj.stats.as_dict() == {"requests": 0, "injected": 1, "denied": 0, "skipped": 0}
+    assert inj.stats.as_dict() == {
+        "requests": 0,
+        "injected": 1,
+        "denied": 0,
+        "skipped": 0,
+        "errors": 0,
+    }
     assert await mutate(inj, pod) == []
     assert inj.stats.skipped == 1
 
@@ -139,6 +145,9 @@ async def test_server_routes_mutate_to_the_inject_handler_and_counts(
         "message": "token-refresher serves /mutate, not /other",
     }
     assert stats.requests == 2
+    value = stats.metrics.registry.get_sample_value
+    assert value("token_refresher_operator_admission_duration_seconds_count") == 2
+    assert value("token_refresher_operator_admissions_total", {"result": "error"}) == 1
     assert configs[0]["caBundle"] == base64.b64encode(cert.cert_file.read_bytes()).decode()
     assert "admission request 1: CREATE pods apps/app" in caplog.text
 
