@@ -1,20 +1,24 @@
 """`make bench`: what the sidecar costs, what injection costs, how a fleet loads the IdP.
 
-Four measurements, each against the real thing on this machine, in one run
+Five measurements, each against the real thing on this machine, in one run
 (the sections live in hack/benchkit/):
 
-1. sidecar  — resident memory after 200 refreshes of 5-second tokens from a real
-              oidc-provider, CPU of an idle sidecar over a minute, and time to the first
-              token file against a bare httpx2 token request from a fresh interpreter;
-              with the full plan, where the memory goes (by package, single imports);
-2. webhook  — pods created per second through a real kube-apiserver with injection
-              (operator in DEV mode) and without, interleaved in the same run; admission
-              latency seen by the client and at /mutate directly; with the full plan,
-              the same through stand-in webhooks, to tell the apiserver's share;
-3. fleet    — 1000 sidecar schedules on a simulated clock, with the sidecar's own
-              scheduling functions: IdP requests per second, peak against mean;
-4. reports  — accepted failure reports per second at the operator's /report endpoint
-              (serve_reports, TokenReview cache) against the real apiserver.
+1. sidecar   — resident memory after 200 refreshes of 5-second tokens from a real
+               oidc-provider, CPU of an idle sidecar over a minute, and time to the first
+               token file against a bare httpx2 token request from a fresh interpreter;
+               with the full plan, where the memory goes (by package, single imports);
+2. container — the same 200 refreshes by the sidecar in a real container, in a pod as
+               injection makes it, on the real local node: the cgroup's memory working
+               set (what `kubectl top` shows) and CPU; attaches to the node that
+               TOKEN_REFRESHER_NODE describes, else starts one and stops it afterwards;
+3. webhook   — pods created per second through a real kube-apiserver with injection
+               (operator in DEV mode) and without, interleaved in the same run; admission
+               latency seen by the client and at /mutate directly; with the full plan,
+               the same through stand-in webhooks, to tell the apiserver's share;
+4. fleet     — 1000 sidecar schedules on a simulated clock, with the sidecar's own
+               scheduling functions: IdP requests per second, peak against mean;
+5. reports   — accepted failure reports per second at the operator's /report endpoint
+               (serve_reports, TokenReview cache) against the real apiserver.
 
 It says what it is doing and how long is left, prints a table with the targets, and
 writes every figure to bench-results.json (--out). --quick runs tiny counts and judges
@@ -46,6 +50,7 @@ sys.path[:0] = [str(REPO / "hack"), str(REPO)]
 
 from benchkit.cluster import Cluster  # noqa: E402
 from benchkit.common import QUICK, SECTIONS, Plan, Processes, Progress  # noqa: E402
+from benchkit.container import bench_container  # noqa: E402
 from benchkit.fleet import bench_fleet  # noqa: E402
 from benchkit.reports import bench_reports  # noqa: E402
 from benchkit.sidecar import bench_sidecar  # noqa: E402
@@ -61,6 +66,10 @@ def estimates(plan: Plan) -> dict[str, float]:
         + plan.ttft_runs * 1.5
         + (25 if plan.profile else 3)
         + 5,
+        # A node of our own takes a minute and a half to start and stop.
+        "container": 20
+        + plan.refreshes * 0.5
+        + (0 if os.environ.get("TOKEN_REFRESHER_NODE") else 90),
         "webhook": 8 + plan.pods * 0.02 + (25 if plan.profile else 0),
         "reports": 5 + plan.report_pods * 0.1 + plan.reports * 0.005,
     }
@@ -99,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     plan = QUICK if opts.quick else Plan()
     say = Progress()
     estimate = estimates(plan)
-    order = [s for s in ("fleet", "sidecar", "webhook", "reports") if s in sections]
+    order = [s for s in ("fleet", "sidecar", "container", "webhook", "reports") if s in sections]
     results: dict[str, Any] = {
         "meta": {
             "quick": opts.quick,
@@ -126,6 +135,8 @@ def main(argv: list[str] | None = None) -> int:
                     results["fleet"] = bench_fleet(plan, say)
                 elif section == "sidecar":
                     results["sidecar"] = bench_sidecar(plan, work / "sidecar", procs, say)
+                elif section == "container":
+                    results["container"] = bench_container(plan, work / "container", say)
                 elif section == "webhook":
                     results["webhook"] = bench_webhook(plan, cluster, work / "webhook", say)
                 else:

@@ -1,2 +1,2 @@
-"""The sections of `make bench` (hack/bench.py): sidecar, webhook, fleet, reports, and the
-table. A benchmark toolkit, not a test suite: nothing here asserts a timing."""
+"""The sections of `make bench` (hack/bench.py): sidecar, container, webhook, fleet,
+reports, and the table. A benchmark toolkit, not a test suite: nothing here asserts a timing."""

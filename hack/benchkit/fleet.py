@@ -1,4 +1,4 @@
-"""Section 3, the fleet: IdP requests per second of many sidecars started together,
+"""Section 4, the fleet: IdP requests per second of many sidecars started together,
 on a simulated clock, with the sidecar's own scheduling functions."""
 
 from __future__ import annotations

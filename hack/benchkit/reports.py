@@ -1,4 +1,4 @@
-"""Section 4, the report endpoint: accepted failure reports per second at
+"""Section 5, the report endpoint: accepted failure reports per second at
 serve_reports against the real apiserver, with its TokenReview cache.
 
 `python -m benchkit.reports CONFIG` runs the endpoint in a process of its own."""

@@ -16,6 +16,9 @@ from tests.controlplane import free_port
 from .common import (
     BIN,
     CLK_TCK,
+    PACE,
+    PACE_TEXT,
+    TOKEN_LIFETIME,
     CpuSample,
     Plan,
     Processes,
@@ -36,7 +39,7 @@ def bench_sidecar(plan: Plan, work: Path, procs: Processes, say: Progress) -> di
     say.say(section, "starting two oidc-provider IdPs (5-second and 1-hour tokens)")
     idps = OidcProviderFactory(work / "idp")
     try:
-        short = idps.start(ttl=5)
+        short = idps.start(ttl=TOKEN_LIFETIME)
         long = idps.start(ttl=3600)
         secret = work / "client-secret"
         secret.write_text(short.basic.client_secret or "")
@@ -91,9 +94,6 @@ def _steady_and_idle(
     """Run the busy sidecar (5-second tokens, a refresh every 0.5 s) and the idle one
     (1-hour tokens) side by side: each is measured on its own process only."""
     section = "sidecar"
-    # REFRESH_RATIO=0.1 of a 5 s token is one refresh every 0.5 s; JITTER=0 keeps the
-    # pace even; MIN_REFRESH_INTERVAL=0.3 lets that pace through the 1 s default floor.
-    pace = {"refresh_ratio": "0.1", "jitter": "0", "min_refresh_interval": "0.3"}
     busy_port, idle_port = free_port(), free_port()
     (work / "busy").mkdir()
     (work / "idle").mkdir()
@@ -103,7 +103,7 @@ def _steady_and_idle(
             issuer=short.issuer,
             output=str(work / "busy" / "token"),
             listen=f"127.0.0.1:{busy_port}",
-            **pace,
+            **PACE,
             **common,
         ),
         stdout=subprocess.DEVNULL,
@@ -169,8 +169,8 @@ def _steady_and_idle(
     steady = {
         "refreshes": status["refresh_count"],
         "failed_attempts": status["consecutive_failures"],
-        "token_lifetime_s": 5,
-        "pace": "REFRESH_RATIO=0.1 JITTER=0 MIN_REFRESH_INTERVAL=0.3 (a refresh every 0.5 s)",
+        "token_lifetime_s": TOKEN_LIFETIME,
+        "pace": PACE_TEXT,
         "reporting": "configured as injected (REPORT_URL, token, CA); never called",
         "rss_mib": round(last["VmRSS"] / 1024, 2),
         "hwm_mib": round(last["VmHWM"] / 1024, 2),

@@ -7,6 +7,11 @@ from typing import Any
 # The targets: (how a figure meets it, the limit, what it says).
 TARGETS = {
     "sidecar_rss_mib": ("<=", 40.0, "sidecar RSS after 200 refreshes ≤ 40 MiB"),
+    "container_working_set_mib": (
+        "<=",
+        40.0,
+        "sidecar container working set in a real pod on the real node ≤ 40 MiB",
+    ),
     "idle_cpu_seconds_per_hour": ("<=", 1.0, "idle sidecar CPU ≈ 0 (< 1 CPU-s per hour)"),
     "pod_creation_ratio": (">=", 0.8, "pod creations/s with injection ÷ without ≥ 0.8"),
     "fleet_peak_to_mean": ("<=", 2.0, "fleet IdP peak ÷ mean requests/s ≤ 2"),
@@ -19,6 +24,8 @@ def verdicts(results: dict[str, Any], *, judge: bool) -> list[dict[str, Any]]:
     if "sidecar" in results:
         figures["sidecar_rss_mib"] = results["sidecar"]["steady"]["rss_mib"]
         figures["idle_cpu_seconds_per_hour"] = results["sidecar"]["idle"]["cpu_seconds_per_hour"]
+    if "container" in results:
+        figures["container_working_set_mib"] = results["container"]["working_set_mib"]
     if "webhook" in results:
         figures["pod_creation_ratio"] = results["webhook"]["ratio"]
     if "fleet" in results:
@@ -69,6 +76,37 @@ def table(results: dict[str, Any]) -> str:
                 ("  profile: RSS after importing the sidecar (MiB)",
                  f"{profile['after_import_kib'] / 1024:.1f}", ""),
             ]  # fmt: skip
+    if "container" in results:
+        pods = results["container"]["pods"]
+        first, later = pods["sidecar-first"], pods["sidecar-later"]
+
+        def both(key: str, form: str = ".1f") -> str:
+            return f"{first[key]:{form}} / {later[key]:{form}}"
+
+        def kubelet(pod: dict[str, Any]) -> str:
+            mib = pod["kubelet_working_set_mib"]
+            return "-" if mib is None else f"{mib:.1f}"
+
+        lines += [
+            (f"container working set after {first['refreshes']} refreshes, first pod of "
+             "the image / next (MiB)", both("working_set_mib"),
+             judged("container_working_set_mib")),
+            ("  the kubelet's figure, /metrics/resource (MiB)",
+             f"{kubelet(first)} / {kubelet(later)}", ""),
+            ("  usage, the ceiling of the working set (MiB)", both("usage_mib"), ""),
+            ("  anonymous memory (MiB)", both("anon_mib"), ""),
+            ("  page cache, active / inactive file (MiB)",
+             f"{first['active_file_mib']:.1f}/{first['inactive_file_mib']:.1f} / "
+             f"{later['active_file_mib']:.1f}/{later['inactive_file_mib']:.1f}", ""),
+            ("  kernel: usage less anon and cache (MiB)", both("kernel_mib"), ""),
+            ("sidecar RSS inside the container = anon + file (MiB)",
+             f"{first['process_rss_mib']:.1f} = {first['process_rss_anon_mib']:.1f} + "
+             f"{first['process_rss_file_mib']:.1f}", ""),
+            ("container CPU per refresh, first / next (ms)", both("cpu_ms_per_refresh", ".2f"),
+             ""),
+            ("container CPU, start to first token (s)",
+             both("cpu_seconds_to_first_token", ".2f"), ""),
+        ]  # fmt: skip
     if "webhook" in results:
         w = results["webhook"]
         lat = w["create_latency_ms"]

@@ -1,4 +1,4 @@
-"""Section 2, the webhook: pods per second through the real kube-apiserver with and
+"""Section 3, the webhook: pods per second through the real kube-apiserver with and
 without injection (the operator in DEV mode), interleaved, and /mutate called directly."""
 
 from __future__ import annotations
