@@ -36,7 +36,7 @@ import httpx2
 import jsonpatch
 from tests.controlplane import free_port, tools
 from tests.e2e.workloads import oauth_secret
-from tests.node import HOST_IP, NODE_NAME, Node
+from tests.node import DESCRIPTOR, HOST_IP, NODE_NAME, Node
 
 from .common import PACE, PACE_TEXT, TOKEN_LIFETIME, Plan, Progress, proc_status, wait_for
 
@@ -63,6 +63,14 @@ def local_node(say: Progress) -> Iterator[Node]:
         return
     from tests.images import images
 
+    if DESCRIPTOR.exists():
+        # Fail before building anything: a second node would fail anyway, later.
+        pid = json.loads(DESCRIPTOR.read_text()).get("pid")
+        if pid and Path(f"/proc/{pid}").exists():
+            raise RuntimeError(
+                f"a local node is running already (process {pid}) and only one fits on a "
+                f"machine: TOKEN_REFRESHER_NODE={DESCRIPTOR} uses it"
+            )
     say.say(
         SECTION,
         "starting a local node (about a minute; TOKEN_REFRESHER_NODE=<its node.json> "
