@@ -33,7 +33,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-__all__ = ["ControlPlane", "Tools", "free_port", "stop_process", "tools"]
+__all__ = ["ControlPlane", "Tools", "free_port", "http_ok", "stop_process", "tools"]
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -437,7 +437,7 @@ class ControlPlane:
             ],
         )
         self._wait(
-            "etcd on " + self.etcd_url, lambda: _http_ok(self.etcd_url + "/health"), proc, timeout
+            "etcd on " + self.etcd_url, lambda: http_ok(self.etcd_url + "/health"), proc, timeout
         )
 
     def _start_apiserver(self, *, timeout: float) -> None:
@@ -485,7 +485,7 @@ class ControlPlane:
         )
 
 
-def _http_ok(url: str) -> bool:
+def http_ok(url: str) -> bool:
     import urllib.request
 
     try:

@@ -17,7 +17,9 @@ namespaces, the bridge, cgroups, iptables rules and sysctls are put back as they
 (`tests/hoststate.py`); `stop()` raises if anything is left.
 
 `hack/node.sh` (`python -m tests.node`) starts one by hand; the `node` fixture in
-tests/conftest.py starts one per test session.
+tests/conftest.py starts one per test session. The module is long because starting,
+stopping and restoring the host are one idea that must stay in step; what each component
+is told lives in tests/nodeconfig.py.
 """
 
 from __future__ import annotations
@@ -31,24 +33,30 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.controlplane import ControlPlane, Tools, free_port, stop_process
+from tests.controlplane import ControlPlane, Tools, free_port, http_ok, stop_process
 from tests.controlplane import tools as locate_tools
 from tests.hoststate import HostState, mounts_under, unmount_under
 from tests.images import Image, images
+from tests.nodeconfig import (
+    BRIDGE,
+    CONTAINERD_CONFIG,
+    COREFILE,
+    HOST_IP,
+    KUBE_PROXY_CONFIG,
+    KUBELET_CONFIG,
+    NODE_NAME,
+    POD_CIDR,
+    SERVICE_CIDR,
+    cni_conflist,
+)
 
 __all__ = ["BRIDGE", "HOST_IP", "NODE_NAME", "POD_CIDR", "SERVICE_CIDR", "Node", "running"]
 
-NODE_NAME = "tr-node"
-BRIDGE = "trn0"
-POD_CIDR = "198.18.0.0/24"
-HOST_IP = "198.18.0.1"
-SERVICE_CIDR = "198.19.0.0/24"
 GUARD_CHAIN = "TR-NODE-GUARD"
 # Where a running node records what it changed, so a run killed halfway is undone by the
 # next start (and `python -m tests.node --cleanup`).
@@ -85,14 +93,6 @@ def _run(*argv: str, check: bool = True, input: str | None = None) -> str:
     if check and proc.returncode != 0:
         raise RuntimeError(f"{' '.join(argv)} failed ({proc.returncode}): {proc.stderr.strip()}")
     return proc.stdout
-
-
-def _http_ok(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as resp:
-            return bool(resp.status == 200)
-    except OSError:
-        return False
 
 
 @dataclass
@@ -308,32 +308,7 @@ class Node:
         cni = self.workdir / "cni"
         (cni / "net.d").mkdir(parents=True)
         (cni / "net.d" / "10-token-refresher.conflist").write_text(
-            json.dumps(
-                {
-                    "cniVersion": "1.0.0",
-                    "name": "token-refresher-node",
-                    "plugins": [
-                        {
-                            "type": "bridge",
-                            "bridge": BRIDGE,
-                            # The bridge exists with the host address already; as a
-                            # gateway the plugin would switch on ip_forward by itself.
-                            "isGateway": False,
-                            "ipMasq": False,
-                            "hairpinMode": True,
-                            "ipam": {
-                                "type": "host-local",
-                                "ranges": [[{"subnet": POD_CIDR, "gateway": HOST_IP}]],
-                                # Only the Service range goes through the host: no
-                                # default route, so pods cannot reach anything else.
-                                "routes": [{"dst": SERVICE_CIDR, "gw": HOST_IP}],
-                                "dataDir": str(cni / "ipam"),
-                            },
-                        },
-                        {"type": "loopback"},
-                    ],
-                }
-            )
+            json.dumps(cni_conflist(ipam_dir=cni / "ipam"))
         )
 
     # --- containerd -------------------------------------------------------------------
@@ -343,7 +318,7 @@ class Node:
         d.mkdir(parents=True, exist_ok=True)
         config = d / "config.toml"
         config.write_text(
-            _CONTAINERD_CONFIG.format(
+            CONTAINERD_CONFIG.format(
                 dir=d,
                 sock=self.ctr_socket,
                 pause=self.images["pause"].ref,
@@ -438,7 +413,7 @@ class Node:
         say("kubelet")
         kubelet_config = w / "kubelet.yaml"
         kubelet_config.write_text(
-            _KUBELET_CONFIG.format(
+            KUBELET_CONFIG.format(
                 sock=self.ctr_socket,
                 host=HOST_IP,
                 healthz=self._ports["kubelet-healthz"],
@@ -465,7 +440,7 @@ class Node:
         say("kube-proxy (iptables, Service range only), CoreDNS (cluster.local only)")
         proxy_config = w / "kube-proxy.yaml"
         proxy_config.write_text(
-            _KUBE_PROXY_CONFIG.format(
+            KUBE_PROXY_CONFIG.format(
                 kc=proxy_kc,
                 node=NODE_NAME,
                 pods=POD_CIDR,
@@ -477,7 +452,7 @@ class Node:
         self._spawn("kube-proxy", [str(self.tools.kube_proxy), f"--config={proxy_config}", "--v=1"])
         corefile = w / "Corefile"
         corefile.write_text(
-            _COREFILE.format(
+            COREFILE.format(
                 host=HOST_IP,
                 kc=cp.kubeconfig,
                 ready=self._ports["dns-ready"],
@@ -503,12 +478,12 @@ class Node:
         wait_until(f"node {NODE_NAME} Ready", node_ready, timeout)
         wait_until(
             "CoreDNS ready (cluster.local)",
-            lambda: _http_ok(f"http://127.0.0.1:{self._ports['dns-ready']}/ready"),
+            lambda: http_ok(f"http://127.0.0.1:{self._ports['dns-ready']}/ready"),
             timeout,
         )
         wait_until(
             "kube-proxy healthy",
-            lambda: _http_ok(f"http://127.0.0.1:{self._ports['proxy-healthz']}/healthz"),
+            lambda: http_ok(f"http://127.0.0.1:{self._ports['proxy-healthz']}/healthz"),
             timeout,
         )
         wait_until(
@@ -618,127 +593,6 @@ def cleanup_stale() -> None:
     host.restore()
     _run("ip", "link", "delete", BRIDGE, check=False)
     STATE_FILE.unlink(missing_ok=True)
-
-
-_CONTAINERD_CONFIG = """\
-# containerd v2 (config schema v3) for the test node; everything lives under {dir}.
-version = 3
-root = "{dir}/root"
-state = "{dir}/state"
-
-[grpc]
-  address = "{sock}"
-
-[ttrpc]
-  address = "{sock}.ttrpc"
-
-[plugins."io.containerd.cri.v1.images"]
-  snapshotter = "overlayfs"
-  [plugins."io.containerd.cri.v1.images".pinned_images]
-    # No registry: the pause image is built from the pause.c Kubernetes ships.
-    sandbox = "{pause}"
-
-[plugins."io.containerd.cri.v1.runtime"]
-  enable_unprivileged_ports = true
-  enable_unprivileged_icmp = true
-  # Root here lacks CAP_SYS_RESOURCE: a negative oom_score_adj (the pause container gets
-  # -998) makes runc die with "can't get final child's PID from pipe: EOF". Clamp it.
-  restrict_oom_score_adj = true
-  [plugins."io.containerd.cri.v1.runtime".containerd]
-    default_runtime_name = "runc"
-    [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.runc]
-      runtime_type = "io.containerd.runc.v2"
-      [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.runc.options]
-        BinaryName = "/usr/sbin/runc"
-        SystemdCgroup = false
-  [plugins."io.containerd.cri.v1.runtime".cni]
-    bin_dirs = ["/usr/lib/cni"]
-    conf_dir = "{cni}/net.d"
-
-[plugins."io.containerd.grpc.v1.cri"]
-  disable_tcp_service = true
-  stream_server_address = "127.0.0.1"
-  stream_server_port = "0"
-"""
-
-_KUBELET_CONFIG = """\
-apiVersion: kubelet.config.k8s.io/v1beta1
-kind: KubeletConfiguration
-# cgroup v1 host without systemd as init: cgroupfs, and opt out of the v1 refusal.
-cgroupDriver: cgroupfs
-failCgroupV1: false
-containerRuntimeEndpoint: unix://{sock}
-# Serve on the node address (the bridge) only; health on loopback.
-address: {host}
-port: 10250
-readOnlyPort: 0
-healthzBindAddress: 127.0.0.1
-healthzPort: {healthz}
-tlsCertFile: {crt}
-tlsPrivateKeyFile: {key}
-authentication:
-  anonymous: {{enabled: false}}
-  webhook: {{enabled: true}}
-  x509: {{clientCAFile: {ca}}}
-authorization:
-  mode: Webhook
-clusterDomain: cluster.local
-clusterDNS: [{dns}]
-# Pods resolve through cluster DNS only; the host's resolvers are never handed to them.
-resolvConf: ""
-failSwapOn: false
-volumePluginDir: {w}/kubelet-plugins
-podLogsDir: {w}/pod-logs
-# A small shared disk: do not evict at the default 10-15 % thresholds.
-evictionHard:
-  memory.available: "200Mi"
-  nodefs.available: "2%"
-  imagefs.available: "2%"
-  nodefs.inodesFree: "2%"
-imageGCHighThresholdPercent: 98
-imageGCLowThresholdPercent: 95
-# Secret and ConfigMap volumes follow changes within seconds, as the tests expect.
-syncFrequency: 10s
-"""
-
-_KUBE_PROXY_CONFIG = """\
-apiVersion: kubeproxy.config.k8s.io/v1alpha1
-kind: KubeProxyConfiguration
-clientConnection:
-  kubeconfig: {kc}
-hostnameOverride: {node}
-mode: iptables
-clusterCIDR: {pods}
-detectLocalMode: ClusterCIDR
-healthzBindAddress: 127.0.0.1:{healthz}
-metricsBindAddress: 127.0.0.1:{metrics}
-# NodePorts only on the node address, never on the host's other interfaces.
-nodePortAddresses: ["{host}/32"]
-iptables:
-  localhostNodePorts: false
-  masqueradeAll: false
-# Leave the host's conntrack sysctls alone.
-conntrack:
-  maxPerCore: 0
-  min: 0
-  tcpEstablishedTimeout: 0s
-  tcpCloseWaitTimeout: 0s
-"""
-
-_COREFILE = """\
-# Cluster DNS for the test node: cluster.local from the API, nothing else (no forward).
-cluster.local:53 {{
-    bind {host}
-    errors
-    ready 127.0.0.1:{ready}
-    health 127.0.0.1:{health}
-    kubernetes cluster.local {{
-        kubeconfig {kc}
-        pods insecure
-    }}
-    cache 5
-}}
-"""
 
 
 @contextlib.contextmanager
