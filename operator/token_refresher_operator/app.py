@@ -1,10 +1,11 @@
-"""The operator assembled: kopf handlers, the webhook server, the report endpoint.
+"""The operator assembled: the webhook server, the report endpoint, kopf's watch.
 
-`run` is what the console script calls once configuration has been checked. kopf runs
-standalone (no peering: every replica serves the webhook and watches pods, and nothing
-here needs a leader) and cluster-wide. Beside it run the report endpoint
+`run` is what the console script calls once configuration has been checked. Three aiohttp
+servers: the admission webhook (`webhook.serve_webhook`, /mutate), the report endpoint
 (`reportserver.serve_reports`) and the health port (`healthserver`: /healthz, /metrics);
-when any of them stops, the others are stopped too.
+and kopf, for the watch behind `SidecarNotInjected` (`safetynet`) and the login. kopf runs
+standalone (no peering: every replica serves the webhook and watches pods, and nothing
+here needs a leader) and cluster-wide. When any of them stops, the others are stopped too.
 """
 
 from __future__ import annotations
@@ -36,14 +37,7 @@ from token_refresher_operator.report import ReportMetrics
 from token_refresher_operator.reportca import ReportCA
 from token_refresher_operator.reportserver import serve_reports
 from token_refresher_operator.safetynet import SidecarWatch
-from token_refresher_operator.webhook import (
-    HANDLER_ID,
-    URL_PATH,
-    AdmissionStats,
-    Injector,
-    MutateServer,
-    QuietDenials,
-)
+from token_refresher_operator.webhook import URL_PATH, AdmissionStats, Injector, serve_webhook
 
 __all__ = ["REPORTING_COMPONENT", "build_registry", "kube_api_client", "operator_identity", "run"]
 
@@ -77,17 +71,13 @@ def operator_identity() -> str:
     return os.environ.get("POD_ID") or socket.gethostname()
 
 
-def build_registry(*, injector: Injector, watch: SidecarWatch) -> kopf.OperatorRegistry:
-    """A fresh kopf registry with the operator's handlers (nothing global)."""
+def build_registry(*, watch: SidecarWatch) -> kopf.OperatorRegistry:
+    """A fresh kopf registry with the operator's handlers (nothing global).
+
+    No admission handler: /mutate is served by `webhook.serve_webhook`, outside kopf.
+    """
     registry = kopf.OperatorRegistry()
     kopf.on.login(registry=registry, id="login")(kopf.login_via_client)
-    kopf.on.mutate(
-        "pods",
-        id=HANDLER_ID,
-        operations=["CREATE"],
-        side_effects=False,  # sideEffects: None, so `--dry-run=server` works
-        registry=registry,
-    )(injector.mutate)
     kopf.on.event(
         "pods",
         id="sidecar-not-injected",
@@ -97,12 +87,8 @@ def build_registry(*, injector: Injector, watch: SidecarWatch) -> kopf.OperatorR
     return registry
 
 
-def _kopf_settings(settings: OperatorSettings, server: MutateServer) -> kopf.OperatorSettings:
+def _kopf_settings(settings: OperatorSettings) -> kopf.OperatorSettings:
     ks = kopf.OperatorSettings()
-    ks.admission.server = server
-    # The webhook configuration is the chart's (or, in DEV mode, ours below): kopf's
-    # managed mode sets no matchConditions, so every pod in the cluster would call us.
-    ks.admission.managed = None
     ks.posting.reporting_component = REPORTING_COMPONENT
     ks.posting.reporting_instance = socket.gethostname()
     ks.posting.event_name_prefix = "token-refresher-"
@@ -115,7 +101,6 @@ def _kopf_settings(settings: OperatorSettings, server: MutateServer) -> kopf.Ope
 def _configure_logging(level: str) -> None:
     kopf.configure(verbose=level == "debug", quiet=level in ("warning", "error"))
     logging.getLogger().setLevel(level.upper())
-    logging.getLogger("kopf.objects").addFilter(QuietDenials())
 
 
 async def _start(
@@ -137,7 +122,8 @@ async def run(*, settings: OperatorSettings, config: ClusterConfig) -> None:
     _configure_logging(settings.log_level)
     api_client = kube_api_client()
     with contextlib.ExitStack() as cleanup:
-        server_args: dict[str, Any]
+        listen_host = settings.listen_host
+        register: Callable[[], Coroutine[Any, Any, None]] | None = None
         if settings.dev:
             # Local development: the apiserver reaches us on loopback only.
             workdir = Path(cleanup.enter_context(tempfile.TemporaryDirectory(prefix="tr-dev-")))
@@ -152,9 +138,9 @@ async def run(*, settings: OperatorSettings, config: ClusterConfig) -> None:
             if not report.ca_bundle.strip():
                 report = report.model_copy(update={"ca_bundle": cert.pem})
             config = config.model_copy(update={"report": report})
-            server_args = {"addr": host, "host": host}
+            listen_host = host
 
-            async def register(client_config: kopf.WebhookClientConfig) -> None:
+            async def register_dev() -> None:
                 body = webhook_configuration(
                     name=DEV_CONFIGURATION_NAME,
                     url=url,
@@ -176,11 +162,9 @@ async def run(*, settings: OperatorSettings, config: ClusterConfig) -> None:
                         )
                         await asyncio.sleep(delay)
 
-            on_client_config: Any = register
+            register = register_dev
         else:
             tls = (settings.tls_cert_file, settings.tls_key_file)
-            server_args = {"addr": settings.listen_host}
-            on_client_config = None
 
         report_ca = None
         if not settings.dev and config.report is not None and not config.report.ca_bundle.strip():
@@ -201,7 +185,7 @@ async def run(*, settings: OperatorSettings, config: ClusterConfig) -> None:
             excluded_namespaces=frozenset(config.excluded_namespaces),
             metrics=metrics,
         )
-        registry = build_registry(injector=injector, watch=watch)
+        registry = build_registry(watch=watch)
         if settings.dev:
 
             async def unregister(**_: Any) -> None:
@@ -219,19 +203,12 @@ async def run(*, settings: OperatorSettings, config: ClusterConfig) -> None:
 
             kopf.on.cleanup(registry=registry, id="dev-webhook-configuration")(unregister)
 
-        server = MutateServer(
-            stats=injector.stats,
-            on_client_config=on_client_config,
-            port=settings.webhook_port,
-            certfile=str(tls[0]),
-            pkeyfile=str(tls[1]),
-            **server_args,
-        )
         stop_reports = asyncio.Event()
         stop_kopf = asyncio.Event()
         # Started (and listening) before kopf: kopf treats tasks that appear while it runs
         # as its own and cancels them at exit after 5 s, which would cut the report
-        # endpoint's drain short.
+        # endpoint's drain short. The webhook comes first among the HTTPS servers, so DEV
+        # mode registers the configuration only once something answers at its URL.
         health = await _start(
             lambda started: serve_health(
                 host=settings.listen_host,
@@ -244,7 +221,23 @@ async def run(*, settings: OperatorSettings, config: ClusterConfig) -> None:
             ),
             name="health port",
         )
+        servers = [health]
         try:
+            servers.append(
+                await _start(
+                    lambda started: serve_webhook(
+                        injector=injector,
+                        host=listen_host,
+                        port=settings.webhook_port,
+                        cert_file=Path(tls[0]),
+                        key_file=Path(tls[1]),
+                        stop=stop_reports,
+                        started=started,
+                        on_listening=register,
+                    ),
+                    name="admission webhook",
+                )
+            )
             reports = await _start(
                 lambda started: serve_reports(
                     settings=settings,
@@ -259,14 +252,17 @@ async def run(*, settings: OperatorSettings, config: ClusterConfig) -> None:
             )
         except BaseException:
             stop_reports.set()
-            await health
+            for task in servers:
+                with contextlib.suppress(Exception):
+                    await task
             raise
-        for task in (health, reports):
+        servers.append(reports)
+        for task in servers:
             task.add_done_callback(lambda _: stop_kopf.set())
 
         async def stopping(**_: Any) -> None:
-            # kopf is stopping (a signal, most likely): let the report endpoint drain
-            # meanwhile, and raise kopf's own stop flag, whose waiter task kopf would
+            # kopf is stopping (a signal, most likely): let the webhook and the report
+            # endpoint drain meanwhile, and raise kopf's own stop flag, whose waiter task kopf would
             # otherwise leave pending and then wait 5 s for as a "hung" task.
             stop_reports.set()
             stop_kopf.set()
@@ -277,7 +273,7 @@ async def run(*, settings: OperatorSettings, config: ClusterConfig) -> None:
         try:
             await kopf.operator(
                 registry=registry,
-                settings=_kopf_settings(settings, server),
+                settings=_kopf_settings(settings),
                 identity=identity,
                 standalone=True,
                 clusterwide=True,
@@ -285,7 +281,7 @@ async def run(*, settings: OperatorSettings, config: ClusterConfig) -> None:
             )
         finally:
             stop_reports.set()
-            for task in (reports, health):
+            for task in reversed(servers):
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
             api_client.close()

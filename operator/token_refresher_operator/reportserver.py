@@ -12,10 +12,8 @@ import asyncio
 import contextlib
 import json
 import logging
-import os
 import re
 import socket
-import ssl
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -43,6 +41,7 @@ from .reviews import (
     TokenReviewStatus,
     check_identity,
 )
+from .tls import ReloadingTLS
 
 __all__ = [
     "KubePods",
@@ -211,54 +210,6 @@ class KubePods:
         return json.loads(resp.data)
 
 
-class _ReloadingTLS:
-    """A server SSL context that picks up renewed cert/key files for new connections.
-
-    cert-manager and kubelet replace Secret files in place (a symlink swap); on each
-    handshake, at most once a second, the files are looked at again and, if changed and
-    loadable, used from then on. A half-written pair keeps the previous one.
-    """
-
-    def __init__(
-        self,
-        cert: Path,
-        key: Path,
-        *,
-        every: float = 1.0,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.cert, self.key = cert, key
-        self._every, self._clock = every, clock
-        self._stamp = self._stat()
-        self._checked = clock()
-        self.context = self._current = self._load()
-        self.context.sni_callback = self._on_hello
-
-    def _stat(self) -> tuple[tuple[int, int, int], ...]:
-        stats = (os.stat(self.cert), os.stat(self.key))
-        return tuple((s.st_ino, s.st_mtime_ns, s.st_size) for s in stats)
-
-    def _load(self) -> ssl.SSLContext:
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-        ctx.load_cert_chain(self.cert, self.key)
-        return ctx
-
-    def _on_hello(self, conn: ssl.SSLObject, server_name: str | None, ctx: ssl.SSLContext) -> None:
-        now = self._clock()
-        if now - self._checked >= self._every:
-            self._checked = now
-            try:
-                stamp = self._stat()
-                if stamp != self._stamp:
-                    self._current = self._load()
-                    self._stamp = stamp
-                    logger.info("report endpoint: serving the renewed certificate %s", self.cert)
-            except (OSError, ssl.SSLError) as exc:
-                logger.warning("report endpoint: keeping the previous certificate: %s", exc)
-        conn.context = self._current
-
-
 class ReportSettings(Protocol):
     """What serve_reports reads from the operator settings."""
 
@@ -329,8 +280,10 @@ async def serve_reports(
         limiter=limiter,
         metrics=metrics,
     )
-    tls = _ReloadingTLS(
-        Path(cert_file or settings.tls_cert_file), Path(key_file or settings.tls_key_file)
+    tls = ReloadingTLS(
+        Path(cert_file or settings.tls_cert_file),
+        Path(key_file or settings.tls_key_file),
+        name="report endpoint",
     )
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()

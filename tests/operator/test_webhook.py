@@ -1,4 +1,4 @@
-"""The kopf glue: the mutate handler over a kopf Patch, and the /mutate routing server."""
+"""The webhook shell: `Injector.review` over AdmissionReviews, and the /mutate HTTPS server."""
 
 from __future__ import annotations
 
@@ -13,13 +13,12 @@ from typing import Any
 
 import aiohttp
 import jsonpatch
-import kopf
 import pytest
 
 from tests.controlplane import free_port
 from token_refresher_operator.config import ClusterConfig, load_settings
 from token_refresher_operator.devcert import write_self_signed
-from token_refresher_operator.webhook import AdmissionStats, Injector, MutateServer
+from token_refresher_operator.webhook import AdmissionStats, Injector, serve_webhook
 
 P = "token-refresher.io/"
 POD: dict[str, Any] = {
@@ -44,115 +43,136 @@ def injector() -> Injector:
     return Injector(settings=settings, config=ClusterConfig())
 
 
-async def mutate(inj: Injector, pod: dict[str, Any]) -> list[dict[str, Any]]:
-    body = kopf.Body(copy.deepcopy(pod))
-    patch = kopf.Patch(body=body)
-    await inj.mutate(body=body, patch=patch, dryrun=False, logger=logging.getLogger("test"))
-    return list(patch.as_json_patch())
+def review(pod: dict[str, Any], *, uid: str = "u-1") -> dict[str, Any]:
+    return {
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": {
+            "uid": uid,
+            "operation": "CREATE",
+            "namespace": "apps",
+            "name": "app",
+            "resource": {"group": "", "version": "v1", "resource": "pods"},
+            "object": copy.deepcopy(pod),
+        },
+    }
 
 
-async def test_the_handler_hands_kopf_a_patch_that_injects_the_sidecar() -> None:
+def ops_of(response: dict[str, Any]) -> list[dict[str, Any]]:
+    assert response["patchType"] == "JSONPatch"
+    ops: list[dict[str, Any]] = json.loads(base64.b64decode(response["patch"]))
+    return ops
+
+
+def test_a_review_is_answered_with_the_patch_that_injects_the_sidecar() -> None:
     inj = injector()
-    ops = await mutate(inj, POD)
-    pod = jsonpatch.apply_patch(POD, ops)
+    answer = inj.review(review(POD))
+    assert (answer["apiVersion"], answer["kind"]) == ("admission.k8s.io/v1", "AdmissionReview")
+    assert answer["response"]["uid"] == "u-1"
+    assert answer["response"]["allowed"] is True
+    pod = jsonpatch.apply_patch(POD, ops_of(answer["response"]))
     assert pod["spec"]["initContainers"][0]["name"] == "token-refresher"
     assert pod["spec"]["containers"][0]["env"] == [
         {"name": "TOKEN_FILE", "value": "/var/run/secrets/token-refresher/token"}
     ]
     assert inj.stats.as_dict() == {
-        "requests": 0,
+        "requests": 1,
         "injected": 1,
         "denied": 0,
         "skipped": 0,
         "errors": 0,
     }
-    assert await mutate(inj, pod) == []
-    assert inj.stats.skipped == 1
 
 
-async def test_a_bad_annotation_becomes_an_admission_error_400() -> None:
+def test_a_pod_that_has_the_sidecar_already_is_admitted_unchanged() -> None:
+    # The apiserver's reinvocation, or a pod made from an injected pod's manifest.
+    inj = injector()
+    injected = jsonpatch.apply_patch(POD, ops_of(inj.review(review(POD))["response"]))
+    assert inj.review(review(injected, uid="u-2"))["response"] == {"uid": "u-2", "allowed": True}
+    assert (inj.stats.injected, inj.stats.skipped) == (1, 1)
+
+
+def test_a_bad_annotation_denies_the_pod_with_code_400() -> None:
     pod = copy.deepcopy(POD)
     pod["metadata"]["annotations"][P + "grant"] = "foo"
-    with pytest.raises(kopf.AdmissionError) as info:
-        await mutate(injector(), pod)
-    assert info.value.code == 400
-    assert str(info.value) == (
-        "token-refresher.io/grant: must be one of client_credentials, refresh_token, "
-        "token_exchange, jwt_bearer (got 'foo')"
-    )
+    inj = injector()
+    assert inj.review(review(pod))["response"] == {
+        "uid": "u-1",
+        "allowed": False,
+        "status": {
+            "code": 400,
+            "message": "token-refresher.io/grant: must be one of client_credentials, "
+            "refresh_token, token_exchange, jwt_bearer (got 'foo')",
+        },
+    }
+    assert inj.stats.denied == 1
+
+
+def test_the_patch_is_compact_json() -> None:
+    # The operations travel base64-encoded in the AdmissionReview; the apiserver decodes them.
+    text = base64.b64decode(injector().review(review(POD))["response"]["patch"]).decode()
+    assert json.dumps(json.loads(text), separators=(",", ":")) == text
 
 
 # --- the server ----------------------------------------------------------------------------
 
 
-def review(path_object: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "apiVersion": "admission.k8s.io/v1",
-        "kind": "AdmissionReview",
-        "request": {
-            "uid": "u-1",
-            "operation": "CREATE",
-            "namespace": "apps",
-            "name": "app",
-            "resource": {"group": "", "version": "v1", "resource": "pods"},
-            "object": path_object,
-        },
-    }
-
-
-async def test_server_routes_mutate_to_the_inject_handler_and_counts(
+async def test_the_server_answers_at_mutate_counts_and_times_every_call(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     cert = write_self_signed(tmp_path)
-    stats = AdmissionStats()
-    seen: list[str | None] = []
-    configs: list[dict[str, Any]] = []
+    inj = injector()
+    stop, started = asyncio.Event(), asyncio.Event()
+    listening: list[bool] = []
 
-    async def fn(request: Any, *, webhook: str | None = None, **_: Any) -> dict[str, Any]:
-        seen.append(webhook)
-        return {"response": {"uid": request["request"]["uid"], "allowed": True}}
-
-    async def on_config(config: Any) -> None:
-        configs.append(dict(config))
+    async def on_listening() -> None:
+        listening.append(started.is_set())
 
     port = free_port()
-    server = MutateServer(
-        stats=stats,
-        on_client_config=on_config,
-        addr="127.0.0.1",
-        host="127.0.0.1",
-        port=port,
-        certfile=str(cert.cert_file),
-        pkeyfile=str(cert.key_file),
+    caplog.set_level(logging.INFO, logger="token_refresher_operator.webhook")
+    server = asyncio.create_task(
+        serve_webhook(
+            injector=inj,
+            host="127.0.0.1",
+            port=port,
+            cert_file=cert.cert_file,
+            key_file=cert.key_file,
+            stop=stop,
+            started=started,
+            on_listening=on_listening,
+        )
     )
     context = ssl.create_default_context(cafile=str(cert.cert_file))
-    caplog.set_level(logging.INFO, logger="token_refresher_operator.webhook")
-    gen = server(fn)
     try:
-        await gen.__anext__()  # listening once the first client config is yielded
+        await asyncio.wait_for(started.wait(), 10)
         async with aiohttp.ClientSession() as session:
             base = f"https://127.0.0.1:{port}"
             async with session.post(f"{base}/mutate", json=review(POD), ssl=context) as resp:
-                assert (await resp.json())["response"]["allowed"] is True
+                answer = (await resp.json())["response"]
             async with session.post(f"{base}/other", json=review(POD), ssl=context) as resp:
-                denied = (await resp.json())["response"]
+                elsewhere = (await resp.json())["response"]
+            async with session.post(f"{base}/mutate", data=b"{not json", ssl=context) as resp:
+                garbage = (resp.status, await resp.text())
     finally:
-        await gen.aclose()
-    assert seen == ["inject"]
-    assert denied["allowed"] is False
-    assert denied["status"] == {
+        stop.set()
+        await asyncio.wait_for(server, 10)
+    assert listening == [False]  # DEV registers once the port listens, before `started`
+    assert answer["allowed"] is True
+    assert ops_of(answer)
+    assert elsewhere["allowed"] is False
+    assert elsewhere["status"] == {
         "code": 404,
         "message": "token-refresher serves /mutate, not /other",
     }
-    assert stats.requests == 2
-    value = stats.metrics.registry.get_sample_value
+    assert garbage[0] == 400
+    assert garbage[1].startswith("not an AdmissionReview: the body is not JSON")
+    assert inj.stats.requests == 1
+    value = inj.stats.metrics.registry.get_sample_value
     assert value("token_refresher_operator_admission_duration_seconds_count") == 2
-    assert value("token_refresher_operator_admissions_total", {"result": "error"}) == 1
-    assert configs[0]["caBundle"] == base64.b64encode(cert.cert_file.read_bytes()).decode()
+    assert value("token_refresher_operator_admissions_total", {"result": "injected"}) == 1
+    assert value("token_refresher_operator_admissions_total", {"result": "error"}) == 2
     assert "admission request 1: CREATE pods apps/app" in caplog.text
 
 
-def test_patch_is_plain_json() -> None:
-    # The operations travel base64-encoded in the AdmissionReview: they must be JSON.
-    ops = asyncio.run(mutate(injector(), POD))
-    assert json.loads(json.dumps(ops)) == ops
+def test_stats_default_to_a_registry_of_their_own() -> None:
+    assert AdmissionStats().metrics is not AdmissionStats().metrics
