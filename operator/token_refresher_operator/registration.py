@@ -85,9 +85,10 @@ def webhook_configuration(
                 "failurePolicy": "Fail",
                 # The patch is computed from the request alone; dry-run is safe.
                 "sideEffects": "None",
-                # Another webhook may add containers after us; a second call mounts the
-                # token into them too (and is a no-op when the sidecar is there already).
-                "reinvocationPolicy": "IfNeeded",
+                # One call per pod. IfNeeded made the apiserver call again for every pod
+                # (its ServiceAccount plugin mounts the API token into our sidecar after
+                # us), and that call could only answer "already injected" (README).
+                "reinvocationPolicy": "Never",
                 "timeoutSeconds": 10,
             }
         ],

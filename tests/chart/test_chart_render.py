@@ -90,7 +90,7 @@ def test_webhook_sees_only_annotated_pod_creations_outside_excluded_namespaces(
     }
     assert webhook["sideEffects"] == "None"
     assert webhook["admissionReviewVersions"] == ["v1"]
-    assert webhook["reinvocationPolicy"] == "IfNeeded"
+    assert webhook["reinvocationPolicy"] == "Never"
     expected_policy = VALUES[mode].get("webhook", {})
     assert webhook["failurePolicy"] == expected_policy.get("failurePolicy", "Fail")
     assert webhook["timeoutSeconds"] == expected_policy.get("timeoutSeconds", 10)

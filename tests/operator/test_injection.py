@@ -263,6 +263,16 @@ def test_restricted_namespace_admits_the_injected_pod(
     assert pod["spec"]["initContainers"][0]["name"] == "token-refresher"
 
 
+def test_an_annotated_pod_reaches_the_webhook_once(
+    cluster: ControlPlane, operator: OperatorProcess, namespace: str
+) -> None:
+    # reinvocationPolicy Never: the ServiceAccount plugin's mount into the sidecar after
+    # our patch no longer makes the apiserver call a second time (README).
+    cluster.kubectl("apply", "-f", "-", input=manifest("once", namespace, ANNOTATIONS))
+    assert "kube-api-access" in str(get_pod(cluster, namespace, "once")["spec"]["initContainers"])
+    assert len(operator.calls_for(namespace, "once")) == 1
+
+
 def test_applying_twice_injects_once(
     cluster: ControlPlane, operator: OperatorProcess, namespace: str
 ) -> None:

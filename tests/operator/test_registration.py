@@ -49,6 +49,6 @@ def test_dev_webhook_configuration_calls_only_for_annotated_pods() -> None:
     assert (hook["failurePolicy"], hook["sideEffects"], hook["reinvocationPolicy"]) == (
         "Fail",
         "None",
-        "IfNeeded",
+        "Never",
     )
     assert hook["timeoutSeconds"] == 10
