@@ -11,9 +11,11 @@ token and the current access token change together or not at all.
 The rule that keeps the IdP from seeing a refresh token twice: a pod presents the
 family's refresh token only after it has written, by compare-and-swap, a record that
 names it holder and says which token it is presenting (`presenting`). Two pods can then
-only present the same token if the second one took over an expired claim while the
-first had presented and not yet written the result: the first died, or lost the
-apiserver for longer than its claim (docs/family.md names these windows).
+only present the same token if the second one took over a `presenting` claim that ran
+out — measured on its own monotonic clock — while the first had presented and not yet
+written the result: the first died, or lost the apiserver for longer than its claim
+(docs/family.md names these windows). Taking the family from an idle holder is always
+safe, so that can happen as soon as the holder is late for its refresh.
 
 Everything here is pure — plain data in, a decision out — so the protocol is tested
 without a cluster; `holder` is the shell that does the I/O.
@@ -233,18 +235,29 @@ def plan(
         return Plan("rejected", "the identity provider rejected the family's refresh token")
     if record.holder == me:
         return Plan("present", "this pod holds the family")
-    deadline = observed.claim_deadline()
-    if record.holder is not None and now_mono < deadline:
-        return Plan("wait", f"{record.holder} holds the family", until_mono=deadline)
     if record.holder is None:
         return Plan("present", "nobody holds the family")
+    deadline = observed.claim_deadline()
     if record.presenting is not None:
+        # The holder may be waiting for the IdP's answer right now: presenting the same
+        # token before its claim ran out (on our clock) could be a replay.
+        if now_mono < deadline:
+            return Plan("wait", f"{record.holder} is refreshing", until_mono=deadline)
         return Plan(
             "present",
             f"{record.holder} stopped answering while presenting the refresh token; "
             "presenting it again (the IdP accepts that only within its reuse leeway)",
         )
-    return Plan("present", f"the claim of {record.holder} ran out")
+    # The holder is idle: taking the family from it cannot make the IdP see a token
+    # twice (its next claim would fail), so its own schedule may end the claim early —
+    # what a pod that started long after the holder's write needs to know.
+    due = None if record.received_at is None else record.received_at + record.claim_seconds
+    if due is not None and now_wall >= due:
+        return Plan("present", f"{record.holder} did not refresh the family on time")
+    if now_mono >= deadline:
+        return Plan("present", f"the claim of {record.holder} ran out")
+    until = deadline if due is None else min(deadline, now_mono + (due - now_wall))
+    return Plan("wait", f"{record.holder} holds the family", until_mono=until)
 
 
 def claim_seconds(lifetime: float, *, ratio: float, jitter: float, lease: float) -> float:

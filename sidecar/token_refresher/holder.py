@@ -45,6 +45,7 @@ Present = Callable[[str], Awaitable[Token]]
 # silently dropped costs at most this much delay.
 _MAX_WATCH = 60.0
 _WRITE_RETRY = 0.5
+_FRESH = 1.0
 
 
 @dataclass
@@ -80,6 +81,7 @@ class FamilyMember:
         self._observed: Observation | None = None
         self._pending: _Pending | None = None
         self._have_expiry: float | None = None
+        self._fresh_at: float | None = None  # when _observed came from a watch event
         self.role: str = "unknown"
 
     # -- what /status and the metrics show -------------------------------------------
@@ -183,6 +185,12 @@ class FamilyMember:
     # -- the steps -------------------------------------------------------------------
 
     async def _read(self) -> Observation:
+        # What a watch event or our own write just returned is as good as a GET: a
+        # follower goes from one token to waiting for the next without a request.
+        fresh, self._fresh_at = self._fresh_at, None
+        recent = fresh is not None and self._clock.monotonic() - fresh < _FRESH
+        if recent and self._observed is not None:
+            return self._observed
         secret = await self._kube.get_secret(self.secret)
         return self._observe(secret)
 
@@ -255,6 +263,7 @@ class FamilyMember:
         )
         if changed is not None:
             self._observe(changed)
+            self._fresh_at = self._clock.monotonic()
         elif self._clock.monotonic() < until_mono - 1:
             # The watch ended early (the apiserver closes them now and then).
             await self._clock.sleep(0.2)

@@ -15,7 +15,9 @@ namespace's Secrets is ever needed.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import math
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -119,7 +121,7 @@ class KubeClient:
     ) -> dict[str, Any] | None:
         """The Secret after its next change past `resource_version`, or None when nothing
         changed within `seconds` (or the watch must restart from a fresh read)."""
-        whole = max(1, int(seconds))
+        whole = max(1, math.ceil(seconds))
         params = {
             "fieldSelector": f"metadata.name={name}",
             "watch": "true",
@@ -128,6 +130,17 @@ class KubeClient:
             "allowWatchBookmarks": "false",
         }
         headers = self._auth()
+        try:
+            # The apiserver counts timeoutSeconds in whole seconds; the caller's deadline
+            # (a claim running out, a token expiring) is kept to the millisecond here.
+            async with asyncio.timeout(seconds):
+                return await self._watch(name, params, headers, whole)
+        except TimeoutError:
+            return None
+
+    async def _watch(
+        self, name: str, params: dict[str, str], headers: dict[str, str], whole: int
+    ) -> dict[str, Any] | None:
         url = self._url()
         try:
             async with self._client.stream(

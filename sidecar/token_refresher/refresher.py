@@ -284,7 +284,10 @@ class Refresher:
         recovered_after = self.consecutive_failures
         # The first token of the process is refreshed from a wider window: pods started
         # together (a rollout, a node drain) must not stay together (schedule.first_refresh).
-        plan = first_refresh if self.refresh_count == 0 else next_refresh
+        # With a shared family only its holder refreshes, so there is no herd to spread,
+        # and the claim it gives the others assumes the usual window (family.claim_seconds).
+        first = self.refresh_count == 0 and self.family is None
+        plan = first_refresh if first else next_refresh
         self.refresh_count += 1
         self.consecutive_failures = 0
         self._permanent_failures = 0
@@ -299,6 +302,10 @@ class Refresher:
             min_interval=self.settings.min_refresh_interval,
             random=self._random,
         )
+        if self.family is not None and not self.family.holds:
+            # A follower goes straight back to waiting (a watch on the family Secret) for
+            # the holder's next token, so it has that token within moments of the holder.
+            self._next_mono = now
         self._record("success", duration, token.expires_wall)
         fields = {
             "expires_at": rfc3339(token.expires_wall),

@@ -83,18 +83,27 @@ def test_a_new_pod_adopts_the_family_access_token_instead_of_refreshing() -> Non
 
 
 def test_a_follower_waits_for_a_holder_whose_claim_is_live() -> None:
+    record = family(received_at=NOW, claim_seconds=30)
     decision = plan(
-        seen(family()), me="pod-a", bootstrap="rt-0", have_expiry=NOW + 50, now_mono=101,
+        seen(record), me="pod-a", bootstrap="rt-0", have_expiry=NOW + 60, now_mono=101,
         now_wall=NOW,
     )  # fmt: skip
     assert decision.action == "wait"
     assert decision.until_mono == 130.0  # counted from when this pod saw the write
 
 
-def test_the_claim_runs_out_on_the_reader_clock_not_the_writer_clock() -> None:
-    # The holder's wall clock says nothing here: only how long we have seen this version.
-    assert decide(family(), have_expiry=NOW + 50, now_mono=129.9) == "wait"
-    assert decide(family(), have_expiry=NOW + 50, now_mono=130.0) == "present"
+def test_an_idle_holder_late_for_its_refresh_loses_the_family_at_once() -> None:
+    # Taking the family from a holder that is not presenting cannot cause a replay, so a
+    # pod that only just read the record need not wait out a whole claim.
+    late = family(received_at=NOW - 31, claim_seconds=30)
+    assert decide(late, have_expiry=NOW + 29, now_mono=101) == "present"
+
+
+def test_a_presenting_holder_keeps_its_claim_on_the_reader_clock_whatever_the_wall_says() -> None:
+    # The holder may be waiting for the IdP right now; only our own clock counts.
+    busy = family(received_at=NOW - 300, claim_seconds=30, presenting=fingerprint("rt-1"))
+    assert decide(busy, have_expiry=NOW + 50, now_mono=129.9) == "wait"
+    assert decide(busy, have_expiry=NOW + 50, now_mono=130.0) == "present"
 
 
 def test_the_holder_presents_and_nobody_holding_means_anyone_may() -> None:
