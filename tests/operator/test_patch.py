@@ -720,3 +720,30 @@ def test_rendered_env_builds_the_sidecars_settings(annotations: dict[str, str]) 
     assert str(settings.effective_state_file) == "/var/lib/token-refresher/refresh-token"
     assert settings.refresh_ratio == 0.5
     assert check_env(side["env"]).output == settings.output
+
+
+def test_no_value_is_shared_between_operations_or_with_the_config() -> None:
+    # build_patch returns its operations uncopied: each list and dict in them must be
+    # its own, so that a consumer changing one cannot change another, or the config.
+    pod = make_pod({**BASE, P + "containers": "app,worker"}, containers=("app", "worker"))
+    seen: dict[int, Any] = {}
+
+    def walk(value: Any) -> None:
+        if isinstance(value, dict | list):
+            assert id(value) not in seen, value
+            seen[id(value)] = value
+            for item in value.values() if isinstance(value, dict) else value:
+                walk(item)
+
+    walk(ops_for(pod))
+    resources = CONFIG.sidecar.resources
+    config_values = [resources, *resources.values()]
+    assert not [v for v in seen.values() if any(v is c for c in config_values)]
+
+
+def test_the_verdict_on_an_env_is_remembered_and_the_same_either_way() -> None:
+    pod = make_pod({**BASE, P + "grant": "client_credential"})
+    for _ in range(2):
+        with pytest.raises(AnnotationError, match=r"token-refresher\.io/grant: must be one of"):
+            ops_for(pod)
+    assert ops_for(make_pod(BASE)) == ops_for(make_pod(BASE))
