@@ -14,6 +14,7 @@ from typing import Any
 
 from tests.controlplane import free_port
 
+from .apimetrics import AdmissionLatency
 from .cluster import Cluster, PodCreator, Pods, interleaved
 from .common import Plan, Progress, wait_for
 
@@ -110,13 +111,14 @@ def webhook_floor(
                     return bool(json.loads(got.stdout)["metadata"].get("labels"))
 
                 wait_for(f"the {mode} stand-in to be called", patched, timeout=30, interval=0.5)
-            created = interleaved(
-                creator,
-                pods,
-                rounds=plan.pod_rounds,
-                per_round=max(1, plan.pods // plan.pod_rounds),
-                processes={"webhook": stub.pid, **cluster.control_plane_pids()},
-            )
+            with AdmissionLatency(cp) as latency:
+                created = interleaved(
+                    creator,
+                    pods,
+                    rounds=plan.pod_rounds,
+                    per_round=max(1, plan.pods // plan.pod_rounds),
+                    processes={"webhook": stub.pid, **cluster.control_plane_pids()},
+                )
         finally:
             cluster.procs.stop(stub)
         floor[mode] = {
@@ -125,6 +127,7 @@ def webhook_floor(
             "ratio": round(created.ratio, 3),
             "annotated_latency_p50_ms": round(created.latency_ms("injected", 50), 1),
             "cpu_ms_per_pod": created.cpu_ms_per_pod(),
+            "apiserver_admission": latency.result,
         }
     cp.kubectl("delete", "mutatingwebhookconfiguration", "token-refresher-bench-stub")
     return floor
