@@ -334,6 +334,13 @@ class Settings(BaseSettings):
                 f"{env_name('family_secret')}: only with TOKEN_REFRESHER_GRANT=refresh_token "
                 f"(a family is a shared refresh token), not {self.grant}"
             )
+        if self.family_secret is not None and self.family_lease <= self.timeout:
+            # A holder still waiting for the IdP must never be overtaken (docs/family.md).
+            problems.append(
+                f"{env_name('family_lease')}: must be longer than {env_name('timeout')} "
+                f"({self.timeout:g} s), so no pod takes over from a holder still waiting "
+                "for the identity provider"
+            )
         if self.grant in (Grant.TOKEN_EXCHANGE, Grant.JWT_BEARER):
             need("service_account_token_file", f"when TOKEN_REFRESHER_GRANT={self.grant}")
         auth = self.effective_client_auth

@@ -23,6 +23,7 @@ from typing import Any
 
 import httpx2
 import pytest
+import yaml
 from faultproxy import LoopThread
 from faults_harness import ReportReceiver, Sidecar, SidecarFactory, TokenReader, wait_until
 from tests.controlplane import ControlPlane
@@ -74,23 +75,22 @@ def test_without_a_family_secret_a_second_replica_replays_the_bootstrap_and_kill
 # --- with FAMILY_SECRET: the real kube-apiserver coordinates ----------------------------
 
 FAMILY = "billing-oauth"
-ROLE = """
-apiVersion: rbac.authorization.k8s.io/v1
-kind: Role
-metadata: {{name: token-refresher-family, namespace: {ns}}}
-rules:
-- apiGroups: [""]
-  resources: [secrets]
-  resourceNames: [{name}]
-  verbs: [get, watch, patch]
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: RoleBinding
-metadata: {{name: token-refresher-family, namespace: {ns}}}
-roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: Role, name: token-refresher-family}}
-subjects:
-- {{kind: ServiceAccount, name: app, namespace: {ns}}}
-"""
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "family.md"
+
+
+def documented_rbac(namespace: str) -> str:
+    """The Role and RoleBinding of docs/family.md, for the service account `app` of
+    `namespace`: the tests grant exactly what the docs tell users to grant."""
+    text = DOCS.read_text()
+    block = text.split("<!-- family-rbac -->", 1)[1].split("<!-- /family-rbac -->", 1)[0]
+    documents = list(yaml.safe_load_all(block.strip().removeprefix("```yaml").rstrip("`")))
+    for doc in documents:
+        doc["metadata"]["namespace"] = namespace
+        for subject in doc.get("subjects", []):
+            subject.update(name="app", namespace=namespace)
+        for rule in doc.get("rules", []):
+            assert rule["resourceNames"] == [FAMILY]
+    return yaml.safe_dump_all(documents)
 
 
 @dataclass
@@ -192,7 +192,7 @@ def workload(
 
 
 def grant_family_rbac(work: Workload) -> None:
-    work.cluster.kubectl("apply", "-f", "-", input=ROLE.format(ns=work.namespace, name=FAMILY))
+    work.cluster.kubectl("apply", "-f", "-", input=documented_rbac(work.namespace))
 
 
 def ready(sidecar: Sidecar, *, timeout: float = 15) -> dict[str, Any]:

@@ -166,6 +166,20 @@ def test_a_family_is_only_for_the_refresh_token_grant_and_names_a_secret() -> No
         "TOKEN_REFRESHER_FAMILY_SECRET: must be the name of a Secret (lower case, digits, "
         "'-' and '.')"
     ]
+    with pytest.raises(ValidationError) as caught:
+        Settings.from_env(
+            {
+                **base,
+                "TOKEN_REFRESHER_GRANT": "refresh_token",
+                "TOKEN_REFRESHER_REFRESH_TOKEN_FILE": "/rt",
+                "TOKEN_REFRESHER_FAMILY_SECRET": "billing-oauth",
+                "TOKEN_REFRESHER_FAMILY_LEASE": "10",
+            }
+        )
+    assert config_errors(caught.value) == [
+        "TOKEN_REFRESHER_FAMILY_LEASE: must be longer than TOKEN_REFRESHER_TIMEOUT (10 s), "
+        "so no pod takes over from a holder still waiting for the identity provider"
+    ]
 
 
 # --- pods against an in-memory apiserver and a rotating IdP ---------------------------
@@ -303,6 +317,7 @@ async def pods(tmp_path: Path, apiserver: FakeApiserver, rotating_idp: RotatingI
                 "TOKEN_REFRESHER_REFRESH_TOKEN_FILE": str(bootstrap),
                 "TOKEN_REFRESHER_FAMILY_SECRET": NAME,
                 "TOKEN_REFRESHER_FAMILY_LEASE": str(lease),
+                "TOKEN_REFRESHER_TIMEOUT": str(lease / 2),
                 "TOKEN_REFRESHER_POD_NAME": name,
             }
         )
