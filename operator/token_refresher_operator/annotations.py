@@ -74,6 +74,7 @@ KEYS = frozenset(
         "private-key",
         "private-key-id",
         "refresh-token",
+        "family-secret",
         "service-account-audience",
         "file",
         "format",
@@ -125,6 +126,7 @@ class InjectionSpec:
     private_key: SecretRef | None = None
     private_key_id: str | None = None
     refresh_token: SecretRef | None = None
+    family_secret: str | None = None
     service_account_audience: str | None = None
     file: str = DEFAULT_FILE
     format: str = DEFAULT_FORMAT
@@ -189,6 +191,15 @@ def _check_secret_ref(value: str) -> str | None:
     return (
         "must be <secret>/<key>: the name of a Secret in the pod's namespace and one of "
         f"its keys, such as billing-oauth/secret (got {value!r})"
+    )
+
+
+def _check_secret_name(value: str) -> str | None:
+    if _DNS1123_SUBDOMAIN.fullmatch(value) and len(value) <= 253:
+        return None
+    return (
+        "must be the name of a Secret in the pod's namespace, such as billing-oauth "
+        f"(got {value!r})"
     )
 
 
@@ -260,6 +271,7 @@ _CHECKS: dict[str, Callable[[str], str | None]] = {
     "client-secret": _check_secret_ref,
     "private-key": _check_secret_ref,
     "refresh-token": _check_secret_ref,
+    "family-secret": _check_secret_name,
     "refresh-ratio": _check_ratio,
     "mount-path": _check_mount_path,
     "file": _check_file,
@@ -344,6 +356,7 @@ def parse(
         private_key=ref("private-key"),
         private_key_id=values.get("private-key-id"),
         refresh_token=ref("refresh-token"),
+        family_secret=values.get("family-secret"),
         service_account_audience=values.get("service-account-audience"),
         file=values.get("file", DEFAULT_FILE),
         format=values.get("format", DEFAULT_FORMAT),

@@ -91,6 +91,7 @@ _ANNOTATION_OF = {
     env_name("private_key_file"): "private-key",
     env_name("private_key_id"): "private-key-id",
     env_name("refresh_token_file"): "refresh-token",
+    env_name("family_secret"): "family-secret",
     env_name("service_account_token_file"): "service-account-audience",
     env_name("scope"): "scope",
     env_name("audience"): "audience",
@@ -162,6 +163,9 @@ def render_env(*, spec: InjectionSpec, config: ClusterConfig, report_audience: s
     for kind in _secret_refs(spec):
         put(f"{kind.replace('-', '_')}_file", _secret_file(kind))
     put("private_key_id", spec.private_key_id)
+    # The sidecar reaches the apiserver with the token the ServiceAccount admission
+    # plugin mounts into every container, ours included (docs/family.md).
+    put("family_secret", spec.family_secret)
     if _needs_sa_token(spec) and spec.service_account_audience:
         put("service_account_token_file", f"{CREDENTIALS_DIR}/serviceaccount/token")
     put("scope", spec.scope)

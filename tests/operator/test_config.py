@@ -127,7 +127,8 @@ extra: 1
     lines = config_problems(path)
     assert lines == [
         f"{path}: defaults.colour: unknown setting; known: audience, client-auth, client-id, "
-        "client-secret, containers, file, format, grant, issuer, mount-path, private-key, "
+        "client-secret, containers, family-secret, file, format, grant, issuer, mount-path, "
+        "private-key, "
         "private-key-id, refresh-ratio, refresh-token, resource, scope, "
         "service-account-audience, subject-token-type, token-params, token-url",
         f"{path}: defaults.grant: must be one of client_credentials, refresh_token, "

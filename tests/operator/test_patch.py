@@ -615,7 +615,8 @@ AUTHS = "client_secret_basic, client_secret_post, private_key_jwt, service_accou
         (
             {P + "grnt": "refresh_token"},
             "token-refresher.io/grnt: unknown setting; known: audience, client-auth, client-id, "
-            "client-secret, containers, file, format, grant, issuer, mount-path, private-key, "
+            "client-secret, containers, family-secret, file, format, grant, issuer, mount-path, "
+            "private-key, "
             "private-key-id, refresh-ratio, refresh-token, resource, scope, "
             "service-account-audience, "
             "subject-token-type, token-params, token-url",
