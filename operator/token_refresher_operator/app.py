@@ -16,7 +16,7 @@ import logging
 import os
 import socket
 import tempfile
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -87,8 +87,31 @@ def build_registry(*, watch: SidecarWatch) -> kopf.OperatorRegistry:
     return registry
 
 
+class NoDiffBase(kopf.DiffBaseStorage):
+    """kopf's diff base for change handlers (`@on.create`, `@on.update`...): none here.
+
+    On every event of every pod, kopf builds an "essence" of the pod and of its stored
+    last-handled state and diffs the two (three deep copies of the pod), whether or not a
+    handler will read the diff. Only change handlers do, and the operator has one
+    `@on.event` watch (safetynet.py); this storage makes that bookkeeping nothing, which
+    was most of the CPU kopf spent per pod event (docs/benchmarks.md).
+    """
+
+    def build(
+        self, *, body: kopf.Body, extra_fields: Iterable[Any] | None = None
+    ) -> kopf.BodyEssence:
+        return kopf.BodyEssence()
+
+    def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence | None:
+        return None
+
+    def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: kopf.BodyEssence) -> None:
+        return None
+
+
 def _kopf_settings(settings: OperatorSettings) -> kopf.OperatorSettings:
     ks = kopf.OperatorSettings()
+    ks.persistence.diffbase_storage = NoDiffBase()
     ks.posting.reporting_component = REPORTING_COMPONENT
     ks.posting.reporting_instance = socket.gethostname()
     ks.posting.event_name_prefix = "token-refresher-"

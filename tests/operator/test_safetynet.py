@@ -54,3 +54,15 @@ async def test_one_event_per_pod(monkeypatch: pytest.MonkeyPatch) -> None:
     assert value("token_refresher_operator_sidecar_not_injected_pods_total") == 1
     await watch.on_pod(body=kopf.Body(pod()), type="DELETED")
     assert watch.warned == {}
+
+
+def test_kopf_keeps_no_diff_base_for_the_watch() -> None:
+    # Only change handlers read kopf's diff; building it copied every pod thrice per event.
+    from token_refresher_operator.app import NoDiffBase, _kopf_settings
+    from token_refresher_operator.config import load_settings
+
+    settings = _kopf_settings(load_settings({"TOKEN_REFRESHER_OPERATOR_DEV": "true"}))
+    storage = settings.persistence.diffbase_storage
+    assert isinstance(storage, NoDiffBase)
+    assert storage.build(body=kopf.Body(pod())) == {}
+    assert storage.fetch(body=kopf.Body(pod())) is None
