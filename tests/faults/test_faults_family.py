@@ -23,11 +23,11 @@ from typing import Any
 
 import httpx2
 import pytest
-import yaml
 from faultproxy import LoopThread
 from faults_harness import ReportReceiver, Sidecar, SidecarFactory, TokenReader, wait_until
 from tests.controlplane import ControlPlane
 from tests.idp import OidcProvider, OidcProviderFactory
+from tests.rbac import family_rbac
 
 pytestmark = [pytest.mark.idp, pytest.mark.slow]
 
@@ -75,22 +75,6 @@ def test_without_a_family_secret_a_second_replica_replays_the_bootstrap_and_kill
 # --- with FAMILY_SECRET: the real kube-apiserver coordinates ----------------------------
 
 FAMILY = "billing-oauth"
-DOCS = Path(__file__).resolve().parents[2] / "docs" / "family.md"
-
-
-def documented_rbac(namespace: str) -> str:
-    """The Role and RoleBinding of docs/family.md, for the service account `app` of
-    `namespace`: the tests grant exactly what the docs tell users to grant."""
-    text = DOCS.read_text()
-    block = text.split("<!-- family-rbac -->", 1)[1].split("<!-- /family-rbac -->", 1)[0]
-    documents = list(yaml.safe_load_all(block.strip().removeprefix("```yaml").rstrip("`")))
-    for doc in documents:
-        doc["metadata"]["namespace"] = namespace
-        for subject in doc.get("subjects", []):
-            subject.update(name="app", namespace=namespace)
-        for rule in doc.get("rules", []):
-            assert rule["resourceNames"] == [FAMILY]
-    return yaml.safe_dump_all(documents)
 
 
 @dataclass
@@ -192,7 +176,10 @@ def workload(
 
 
 def grant_family_rbac(work: Workload) -> None:
-    work.cluster.kubectl("apply", "-f", "-", input=documented_rbac(work.namespace))
+    # Exactly the Role docs/family.md gives users: get, watch, patch on that one Secret.
+    role, names = family_rbac(work.namespace, "app")
+    assert names == [FAMILY]
+    work.cluster.kubectl("apply", "-f", "-", input=role)
 
 
 def ready(sidecar: Sidecar, *, timeout: float = 15) -> dict[str, Any]:
