@@ -1,6 +1,6 @@
 """`make bench`: what the sidecar costs, what injection costs, how a fleet loads the IdP.
 
-Five measurements, each against the real thing on this machine, in one run
+Six measurements, each against the real thing on this machine, in one run
 (the sections live in hack/benchkit/):
 
 1. sidecar   — resident memory after 200 refreshes of 5-second tokens from a real
@@ -18,7 +18,11 @@ Five measurements, each against the real thing on this machine, in one run
 4. fleet     — 1000 sidecar schedules on a simulated clock, with the sidecar's own
                scheduling functions: IdP requests per second, peak against mean;
 5. reports   — accepted failure reports per second at the operator's /report endpoint
-               (serve_reports, TokenReview cache) against the real apiserver.
+               (serve_reports, TokenReview cache) against the real apiserver;
+6. family    — replicas sharing one refresh-token family through a Secret on the real
+               apiserver, at an oidc-provider that rotates it: apiserver requests per
+               refresh of the whole workload, and how long after the holder a follower
+               has the new access token.
 
 It says what it is doing and how long is left, prints a table with the targets, and
 writes every figure to bench-results.json (--out). --quick runs tiny counts and judges
@@ -51,6 +55,7 @@ sys.path[:0] = [str(REPO / "hack"), str(REPO)]
 from benchkit.cluster import Cluster  # noqa: E402
 from benchkit.common import QUICK, SECTIONS, Plan, Processes, Progress  # noqa: E402
 from benchkit.container import bench_container  # noqa: E402
+from benchkit.family import LIFETIME, bench_family  # noqa: E402
 from benchkit.fleet import bench_fleet  # noqa: E402
 from benchkit.reports import bench_reports  # noqa: E402
 from benchkit.sidecar import bench_sidecar  # noqa: E402
@@ -72,6 +77,7 @@ def estimates(plan: Plan) -> dict[str, float]:
         + (0 if os.environ.get("TOKEN_REFRESHER_NODE") else 90),
         "webhook": 8 + plan.pods * 0.02 + (25 if plan.profile else 0),
         "reports": 5 + plan.report_pods * 0.1 + plan.reports * 0.005,
+        "family": 10 + plan.family_rotations * LIFETIME * 0.55,
     }
 
 
@@ -108,7 +114,11 @@ def main(argv: list[str] | None = None) -> int:
     plan = QUICK if opts.quick else Plan()
     say = Progress()
     estimate = estimates(plan)
-    order = [s for s in ("fleet", "sidecar", "container", "webhook", "reports") if s in sections]
+    order = [
+        s
+        for s in ("fleet", "sidecar", "container", "webhook", "reports", "family")
+        if s in sections
+    ]
     results: dict[str, Any] = {
         "meta": {
             "quick": opts.quick,
@@ -139,8 +149,10 @@ def main(argv: list[str] | None = None) -> int:
                     results["container"] = bench_container(plan, work / "container", say)
                 elif section == "webhook":
                     results["webhook"] = bench_webhook(plan, cluster, work / "webhook", say)
-                else:
+                elif section == "reports":
                     results["reports"] = bench_reports(plan, cluster, work / "reports", procs, say)
+                else:
+                    results["family"] = bench_family(plan, cluster, work / "family", procs, say)
     except KeyboardInterrupt:
         say.say("bench", "interrupted: stopping everything it started")
         return 130

@@ -52,6 +52,7 @@ def test_the_quick_bench_writes_every_section(tmp_path: Path, node: Node) -> Non
         "webhook",
         "fleet",
         "reports",
+        "family",
         "targets",
     }
     assert results["meta"]["quick"] is True

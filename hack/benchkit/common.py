@@ -38,6 +38,8 @@ class Plan:
     report_pods: int = 50
     reports: int = 3000
     report_threads: int = 4
+    family_replicas: int = 3
+    family_rotations: int = 30
 
 
 QUICK = Plan(
@@ -53,9 +55,11 @@ QUICK = Plan(
     report_pods=4,
     reports=40,
     report_threads=2,
+    family_replicas=2,
+    family_rotations=3,
 )
 
-SECTIONS = ("sidecar", "container", "webhook", "fleet", "reports")
+SECTIONS = ("sidecar", "container", "webhook", "fleet", "reports", "family")
 
 # The pace of a busy sidecar, as a process and in a container alike: REFRESH_RATIO=0.1 of
 # a 5 s token is one refresh every 0.5 s; JITTER=0 keeps the pace even;
