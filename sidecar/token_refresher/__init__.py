@@ -6,24 +6,28 @@ expired one. Configuration is `Settings` (env prefix `TOKEN_REFRESHER_`); the lo
 `Refresher`, its endpoints `StatusServer`, the whole daemon `serve`.
 """
 
-from .cli import main, serve
-from .clock import Clock, SystemClock
-from .errors import (
-    ConfigError,
-    CoordinationError,
-    CredentialError,
-    DiscoveryError,
-    IdPError,
-    OutputError,
-    TokenEndpointError,
-    TokenRefresherError,
-)
-from .metrics import Metrics
-from .refresher import Refresher
-from .report import Reporter
-from .server import StatusServer
-from .settings import ClientAuth, Grant, Settings, config_errors
-from .tokens import Token
+import importlib
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .cli import main, serve
+    from .clock import Clock, SystemClock
+    from .errors import (
+        ConfigError,
+        CoordinationError,
+        CredentialError,
+        DiscoveryError,
+        IdPError,
+        OutputError,
+        TokenEndpointError,
+        TokenRefresherError,
+    )
+    from .metrics import Metrics
+    from .refresher import Refresher
+    from .report import Reporter
+    from .server import StatusServer
+    from .settings import ClientAuth, Grant, Settings, config_errors
+    from .tokens import Token
 
 __all__ = [
     "ClientAuth",
@@ -48,3 +52,40 @@ __all__ = [
     "main",
     "serve",
 ]
+
+# The public names are imported when first used (PEP 562), not with the package: the
+# operator imports `token_refresher.settings` for the settings model alone, and the
+# daemon imports only the parts its configuration needs (the family's Kubernetes client,
+# the report client); each import a process does not make is memory it does not hold.
+_MODULE_OF = {
+    "ClientAuth": "settings",
+    "Clock": "clock",
+    "ConfigError": "errors",
+    "CoordinationError": "errors",
+    "CredentialError": "errors",
+    "DiscoveryError": "errors",
+    "Grant": "settings",
+    "IdPError": "errors",
+    "Metrics": "metrics",
+    "OutputError": "errors",
+    "Refresher": "refresher",
+    "Reporter": "report",
+    "Settings": "settings",
+    "StatusServer": "server",
+    "SystemClock": "clock",
+    "Token": "tokens",
+    "TokenEndpointError": "errors",
+    "TokenRefresherError": "errors",
+    "config_errors": "settings",
+    "main": "cli",
+    "serve": "cli",
+}
+
+
+def __getattr__(name: str) -> object:
+    module = _MODULE_OF.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value

@@ -19,7 +19,6 @@ from pydantic import ValidationError
 from .credentials import check_files
 from .logs import configure, get_logger
 from .refresher import Refresher
-from .report import Reporter
 from .server import StatusServer, parse_listen
 from .settings import Settings, config_errors, env_name
 
@@ -100,7 +99,11 @@ async def serve(settings: Settings, *, refresher: Refresher | None = None) -> in
     """Run the daemon until SIGTERM/SIGINT (or `refresher.stop()`); returns the exit code."""
     loop = asyncio.get_running_loop()
     if refresher is None:
-        reporter = Reporter(settings) if settings.report_url is not None else None
+        reporter = None
+        if settings.report_url is not None:
+            from .report import Reporter  # only then: a sidecar without it never loads it
+
+            reporter = Reporter(settings)
         refresher = Refresher(settings, reporter=reporter)
     reporter = refresher.reporter
     host, port = parse_listen(settings.listen)

@@ -11,7 +11,9 @@ half-way through.
 
 from __future__ import annotations
 
+import functools
 import os
+import re
 import ssl
 from pathlib import Path
 from typing import Any, Literal
@@ -20,7 +22,7 @@ from .errors import CredentialError
 from .redact import redactor
 from .settings import Settings, env_name
 
-__all__ = ["CredentialFile", "PrivateKeyFile", "check_files", "ssl_context"]
+__all__ = ["CredentialFile", "PrivateKeyFile", "check_files", "ssl_context", "system_ssl_context"]
 
 
 class CredentialFile:
@@ -91,10 +93,43 @@ def _import_key(pem: str, alg: str, path: Path) -> Any:
 def ssl_context(*, cafile: Path | None = None, cadata: str | None = None) -> ssl.SSLContext:
     """A verifying client context trusting the system CAs, or only the given bundle."""
     if cafile is None and cadata is None:
-        return ssl.create_default_context()
+        return system_ssl_context()
     return ssl.create_default_context(
         cafile=str(cafile) if cafile is not None else None, cadata=cadata
     )
+
+
+_HASHED_NAME = re.compile(r"[0-9a-f]{8}\.[0-9]+")
+
+
+@functools.cache
+def system_ssl_context() -> ssl.SSLContext:
+    """The one context trusting the system CAs, shared by every client of the process.
+
+    OpenSSL's default paths are a bundle file, which it parses whole when loaded (every
+    CA of the system, ~1.2 MiB kept for the life of the process), and a directory of
+    certificates named by subject hash (`c_rehash`, Debian's update-ca-certificates),
+    where it looks up only the issuer a handshake needs. Both come from the same
+    ca-certificates package, so the directory alone is used when it is hashed and the
+    bundle is the platform's own (SSL_CERT_FILE unset, or naming that same file); a
+    bundle of one's own in SSL_CERT_FILE is loaded as before.
+    """
+    paths = ssl.get_default_verify_paths()
+    capath = paths.capath
+    own_bundle = paths.cafile is not None and os.path.realpath(paths.cafile) != os.path.realpath(
+        paths.openssl_cafile
+    )
+    if capath and not own_bundle and _hashed(capath):
+        return ssl.create_default_context(capath=capath)
+    return ssl.create_default_context()
+
+
+def _hashed(directory: str) -> bool:
+    try:
+        with os.scandir(directory) as entries:
+            return any(_HASHED_NAME.fullmatch(entry.name) for entry in entries)
+    except OSError:
+        return False
 
 
 def check_files(settings: Settings) -> list[str]:

@@ -17,7 +17,7 @@ import math
 import random as _random
 from collections.abc import Awaitable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import httpx2
 
@@ -25,19 +25,24 @@ from .clock import Clock, SystemClock
 from .credentials import ssl_context
 from .errors import CoordinationError, CredentialError, IdPError, OutputError
 from .grants import Credentials
-from .holder import FamilyMember
 from .idp import IdP
-from .kube import KubeClient, in_cluster_url
 from .logs import get_logger
 from .metrics import Metrics, Outcome
 from .redact import redactor
-from .report import Reporter
 from .schedule import Random, first_refresh, next_refresh, permanent_delay, retry_delay
 from .settings import Settings
 from .source import TokenSource
 from .tokens import Token
 from .watch import POLL_INTERVAL, CredentialWatch, watched_files
 from .writer import TokenWriter, read_expiry, remove_temporaries, rfc3339
+
+if TYPE_CHECKING:
+    # Imported where used: the family's Kubernetes client only with FAMILY_SECRET, the
+    # report client only with REPORT_URL (cli.serve); a sidecar without them never
+    # loads either.
+    from .holder import FamilyMember
+    from .kube import KubeClient
+    from .report import Reporter
 
 __all__ = ["Refresher", "RefresherState"]
 
@@ -92,6 +97,9 @@ class Refresher:
         self._kube: KubeClient | None = None
         self.family: FamilyMember | None = None
         if settings.family_secret is not None:
+            from .holder import FamilyMember
+            from .kube import KubeClient, in_cluster_url
+
             self._kube = KubeClient(
                 api_url=str(settings.kubernetes_api)
                 if settings.kubernetes_api

@@ -12,15 +12,19 @@ and client authentication from `grants`, the HTTP exchange from `idp`.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from .errors import CredentialError, OutputError, TokenEndpointError
 from .grants import Credentials
-from .holder import FamilyMember
 from .idp import IdP
 from .logs import get_logger
 from .redact import redactor
 from .settings import Grant, Settings
 from .state import RefreshTokenStore
 from .tokens import Token
+
+if TYPE_CHECKING:
+    from .holder import FamilyMember  # only with FAMILY_SECRET
 
 __all__ = ["TokenSource"]
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sidecar_fakes import rotate
@@ -72,3 +73,67 @@ def test_a_secret_is_cached_until_its_file_changes(tmp_path: Path) -> None:
 def test_a_missing_credential_names_the_file_not_the_content(tmp_path: Path) -> None:
     with pytest.raises(CredentialError, match=r"cannot read the client secret file .*/nope: No"):
         CredentialFile(tmp_path / "nope", what="client secret").read()
+
+
+# --- the system CAs --------------------------------------------------------------------
+
+
+def _verify_paths(cafile: str | None, capath: str, default_cafile: str) -> Any:
+    import ssl
+
+    env = ("SSL_CERT_FILE", "SSL_CERT_DIR")
+    return ssl.DefaultVerifyPaths(cafile, capath, env[0], default_cafile, env[1], capath)
+
+
+def _system_context(monkeypatch: pytest.MonkeyPatch, paths: Any) -> Any:
+    import ssl
+
+    from token_refresher import credentials
+
+    monkeypatch.setattr(ssl, "get_default_verify_paths", lambda: paths)
+    credentials.system_ssl_context.cache_clear()
+    try:
+        return credentials.system_ssl_context()
+    finally:
+        credentials.system_ssl_context.cache_clear()
+
+
+def test_the_system_cas_come_from_the_hashed_directory_on_demand(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cert = write_self_signed(tmp_path)
+    (tmp_path / "certs").mkdir()
+    (tmp_path / "certs" / "0a1b2c3d.0").write_bytes(cert.cert_file.read_bytes())
+    bundle = str(cert.cert_file)
+    context = _system_context(monkeypatch, _verify_paths(bundle, str(tmp_path / "certs"), bundle))
+    assert context.cert_store_stats()["x509"] == 0  # nothing parsed before a handshake
+
+
+def test_a_bundle_of_ones_own_or_an_unhashed_directory_loads_the_defaults_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cert = write_self_signed(tmp_path)
+    (tmp_path / "certs").mkdir()
+    own = str(cert.cert_file)
+    monkeypatch.setenv("SSL_CERT_FILE", own)  # what OpenSSL's defaults then load
+    paths = _verify_paths(own, str(tmp_path / "certs"), str(tmp_path / "platform.pem"))
+    assert _system_context(monkeypatch, paths).cert_store_stats()["x509"] == 1
+    paths = _verify_paths(own, str(tmp_path / "certs"), own)  # the platform's, not hashed
+    assert _system_context(monkeypatch, paths).cert_store_stats()["x509"] == 1
+
+
+def test_the_sidecar_imports_neither_the_family_client_nor_the_reporter_it_does_not_use() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, token_refresher.settings\n"
+        "print(sorted(m for m in ('httpx2', 'prometheus_client') if m in sys.modules))\n"
+        "import token_refresher.cli\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[-1] in ('holder', 'kube', 'report')"
+        " and m.startswith('token_refresher.')))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.splitlines()
+    assert out == ["[]", "[]"]
