@@ -11,6 +11,8 @@ memory for the next fetch after that.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
@@ -46,6 +48,9 @@ Present = Callable[[str], Awaitable[Token]]
 _MAX_WATCH = 60.0
 _WRITE_RETRY = 0.5
 _FRESH = 1.0
+# Seconds a rotated token's write is retried before the fetch returns without it (it is
+# kept and written at the next fetch), and a stop waits for it beyond TIMEOUT.
+_STOP_GRACE = 5.0
 
 
 @dataclass
@@ -116,6 +121,13 @@ class FamilyMember:
         `present(refresh_token)` asks the IdP; it raises TokenEndpointError."""
         if self._pending is not None:
             await self._flush_pending()
+            if self._pending is not None:
+                # Never go on without it: the record still names the token we presented.
+                raise CoordinationError(
+                    f"the rotated refresh token is not stored in secret "
+                    f"{self._kube.namespace}/{self.secret} yet; holding it and trying again",
+                    error="apiserver_unavailable",
+                )
         while True:
             observed = await self._read()
             now_mono, now_wall = self._clock.monotonic(), self._clock.time()
@@ -171,6 +183,8 @@ class FamilyMember:
     async def release(self) -> None:
         """Hand the family back on shutdown, so another pod need not wait for the claim
         to run out. Best effort: a lost release costs one claim period."""
+        if self._pending is not None:
+            await self._flush_pending()  # one more try: a lost rotation is the worst case
         observed = self._observed
         if observed is None or self._pending is not None or not self.holds:
             return
@@ -271,6 +285,21 @@ class FamilyMember:
     async def _present(
         self, observed: Observation, claimed: FamilyRecord, present: Present
     ) -> Token:
+        # Once the refresh token is on its way, a stop (SIGTERM in a rollout) must not cut
+        # this short: the IdP may rotate it, and only our write tells the next holder.
+        # The work runs on, shielded, for as long as one request and a few writes take.
+        work = asyncio.ensure_future(self._present_and_store(observed, claimed, present))
+        try:
+            return await asyncio.shield(work)
+        except asyncio.CancelledError:
+            grace = self._settings.timeout + _STOP_GRACE
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await asyncio.wait_for(asyncio.shield(work), grace)
+            raise
+
+    async def _present_and_store(
+        self, observed: Observation, claimed: FamilyRecord, present: Present
+    ) -> Token:
         assert claimed.refresh_token is not None
         try:
             token = await present(claimed.refresh_token)
@@ -299,7 +328,7 @@ class FamilyMember:
             rejected=False,
         )
         self._pending = _Pending(result, observed.resource_version)
-        await self._flush_pending(retry_for=s.family_lease)
+        await self._flush_pending(retry_for=min(s.family_lease, _STOP_GRACE))
         self._have_expiry = token.expires_wall
         return token
 

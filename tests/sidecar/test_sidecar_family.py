@@ -454,3 +454,53 @@ async def test_a_rejected_family_waits_for_a_new_bootstrap_token(pods, rotating_
     token = await b.fetch(rotating_idp.present)
     assert b.holds
     assert token.access_token.startswith("at-")
+
+
+async def test_a_rotation_not_stored_yet_is_never_followed_by_a_second_presentation(
+    pods, rotating_idp, apiserver, monkeypatch
+) -> None:  # type: ignore[no-untyped-def]
+    import token_refresher.holder
+
+    monkeypatch.setattr(token_refresher.holder, "_STOP_GRACE", 0.2)
+    a = pods("pod-a")
+    await a.fetch(rotating_idp.present)
+    real_present = rotating_idp.present
+
+    async def present_then_lose_the_apiserver(refresh_token: str) -> Token:
+        token = await real_present(refresh_token)
+        apiserver.down = True
+        return token
+
+    await a.fetch(present_then_lose_the_apiserver)  # the token, but not stored
+    assert a.status()["unwritten_rotation"] is True
+    with pytest.raises(CoordinationError) as caught:
+        await a.fetch(rotating_idp.present)
+    assert caught.value.error == "apiserver_unavailable"
+    apiserver.down = False
+    await a.fetch(rotating_idp.present)  # stores it first, then refreshes with it
+    assert a.status()["unwritten_rotation"] is False
+    assert len(rotating_idp.presented) == 3
+    assert rotating_idp.replays() == []
+
+
+async def test_a_stop_while_presenting_lets_the_rotated_token_be_stored(
+    pods, rotating_idp, apiserver
+) -> None:  # type: ignore[no-untyped-def]
+    a = pods("pod-a")
+    await a.fetch(rotating_idp.present)
+
+    async def slow_present(refresh_token: str) -> Token:
+        await asyncio.sleep(0.3)
+        return await rotating_idp.present(refresh_token)
+
+    fetching = asyncio.create_task(a.fetch(slow_present))
+    await asyncio.sleep(0.1)
+    fetching.cancel()  # SIGTERM while the IdP is answering
+    with pytest.raises(asyncio.CancelledError):
+        await fetching
+    stored = decode(apiserver.objects[NAME]["data"])
+    assert stored is not None
+    assert stored.presenting is None
+    assert stored.refresh_token in rotating_idp.valid  # the newest, not the used one
+    await a.release()
+    assert decode(apiserver.objects[NAME]["data"]).holder is None
