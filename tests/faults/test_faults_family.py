@@ -2,11 +2,15 @@
 
 The regression first: two sidecars started from the same Secret, at an IdP that rotates
 refresh tokens and revokes the whole family when a used one comes back (oidc-provider,
-`rotateRefreshToken`). Without coordination, the second sidecar presents the bootstrap
+`rotateRefreshToken`). Without a family Secret, the second sidecar presents the bootstrap
 token the first one already rotated: the IdP sees a replay, revokes the family, and both
-sidecars end on invalid_grant. That is kept here as the documented behaviour of a
-refresh token that is *not* shared through a family Secret: one pod, or pods that each
-have a bootstrap token of their own.
+sidecars end on invalid_grant. That stays here as the documented behaviour of a refresh
+token that is *not* shared (FAMILY_SECRET unset: one pod, or pods with a bootstrap token
+each). Its counterpart with FAMILY_SECRET set, against the real kube-apiserver, asserts
+that the same start can no longer kill the family — and the rest of the file holds the
+holder's death, a rolling replacement, racing replicas with the apiserver cut off
+mid-refresh, a missing Role, and a re-seed. The IdP counts every refresh token presented
+to it (`refresh_token_uses`): a count of two is a replay.
 """
 
 from __future__ import annotations
@@ -28,6 +32,8 @@ from faults_harness import ReportReceiver, Sidecar, SidecarFactory, TokenReader,
 from tests.controlplane import ControlPlane
 from tests.idp import OidcProvider, OidcProviderFactory
 from tests.rbac import family_rbac
+
+from token_refresher_operator.events import render_note
 
 pytestmark = [pytest.mark.idp, pytest.mark.slow]
 
@@ -223,8 +229,15 @@ def test_with_a_family_secret_replicas_share_one_family_and_nothing_is_replayed(
     assert metrics['token_refresher_family_holder{holder="app-a",holds="1"}'] == 1
     assert metrics["token_refresher_family_last_rotation_timestamp_seconds"] > 0
     workload.assert_no_replay()
+    family = workload.family()
+    assert family is not None
     for sidecar in (first, second, third):
         assert sidecar.status()["consecutive_failures"] == 0
+        # Neither the refresh token nor an access token reaches a log line or /status.
+        for secret in (family["refresh_token"], family["access_token"]):
+            assert secret not in sidecar.log_text()
+            assert secret not in json.dumps(sidecar.status())
+        assert "refresh_token" not in json.loads(sidecar.output.read_text())
 
 
 def apiserver_requests(sidecar: Sidecar, verb: str, code: str = "200") -> float:
@@ -348,7 +361,14 @@ def test_a_missing_grant_is_a_clear_error_naming_the_permission_and_no_crash_loo
     assert status["last_error"]["permanent"]
     assert status["waiting"].startswith("waiting")
     report = reports.wait_for("failing", error="forbidden")
-    assert f"get secrets/{FAMILY}" in report["description"]  # what the pod Event says
+    # The pod Event the operator makes of that report names the missing permission.
+    note = render_note(
+        state="failing",
+        error=report["error"],
+        description=report["description"],
+        consecutive_failures=report["consecutive_failures"],
+    )
+    assert f"forbidden: missing permission: get secrets/{FAMILY} in {workload.namespace}" in note
     assert sidecar.proc is not None
     assert sidecar.proc.poll() is None  # alive, serving /status: no crash loop
     assert workload.idp.refresh_token_uses() == {}  # nothing reached the IdP
