@@ -29,7 +29,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from tests.controlplane import tools  # noqa: E402
+from tests.controlplane import tools, wait_until  # noqa: E402
 from tests.e2e.workloads import (  # noqa: E402
     RESOURCE_SERVER,
     deployment,
@@ -87,19 +87,11 @@ class Demo:
                 input(f"      {DIM}press Enter to go on (Ctrl-C stops and cleans up){RESET}")
 
     def wait_for(self, what: str, check: Callable[[], Any], timeout: float) -> Any:
-        deadline = time.monotonic() + timeout
-        next_note = time.monotonic() + 5
-        while True:
-            result = check()
-            if result:
-                return result
-            now = time.monotonic()
-            if now > deadline:
-                raise TimeoutError(f"gave up waiting for {what} after {timeout:.0f} s")
-            if now > next_note:
-                self.say(f"{DIM}waiting for {what}: {deadline - now:.0f} s left{RESET}")
-                next_note = now + 5
-            time.sleep(0.5)
+        return wait_until(what, check, timeout, note=lambda msg: self.say(f"{DIM}{msg}{RESET}"))
+
+    def show_events(self, node: Node, pod: str, reason: str | None = None) -> None:
+        selector = f"involvedObject.name={pod}" + (f",reason={reason}" if reason else "")
+        self.shell(node, "-n", NAMESPACE, "get", "events", "--field-selector", selector)
 
     def shell(self, node: Node, *args: str) -> str:
         self.say(f"$ kubectl {' '.join(args)}")
@@ -152,15 +144,7 @@ class Demo:
         self.say("oidc-provider stopped; the sidecar keeps the last good token and retries,")
         self.say("and reports to the operator's Service, which posts Events on the pod")
         self.wait_for("a TokenRefreshFailed Event", lambda: self.events(node, name, "Failed"), 60)
-        self.shell(
-            node,
-            "-n",
-            NAMESPACE,
-            "get",
-            "events",
-            "--field-selector",
-            f"involvedObject.name={name},reason=TokenRefreshFailed",
-        )
+        self.show_events(node, name, "TokenRefreshFailed")
         self.say("the IdP comes back:")
         idp.start()
         self.wait_for(
@@ -168,15 +152,7 @@ class Demo:
             lambda: self.events(node, name, "Recovered"),
             90,
         )
-        self.shell(
-            node,
-            "-n",
-            NAMESPACE,
-            "get",
-            "events",
-            "--field-selector",
-            f"involvedObject.name={name}",
-        )
+        self.show_events(node, name)
         self.live(node, name, seconds=4)
         print(f"\n{BOLD}done.{RESET} Everything this demo started is being stopped and removed.")
 

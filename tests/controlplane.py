@@ -23,7 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -161,6 +161,32 @@ def _issue(
                 x509.SubjectAlternativeName([_san(name) for name in sans]), critical=False
             )
     return builder.sign(signing_key, hashes.SHA256()), key
+
+
+def wait_until(
+    what: str,
+    check: Callable[[], Any],
+    timeout: float,
+    *,
+    every: float = 0.5,
+    note: Callable[[str], None] | None = None,
+) -> Any:
+    """Poll `check` until it returns something truthy, and return that. Every 10 s,
+    `note` (default: stderr) is told what is awaited and how long is left."""
+    tell = note or (lambda msg: print(msg, file=sys.stderr, flush=True))
+    deadline = time.monotonic() + timeout
+    next_note = time.monotonic() + 10
+    while True:
+        result = check()
+        if result:
+            return result
+        now = time.monotonic()
+        if now > deadline:
+            raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
+        if now > next_note:
+            tell(f"waiting for {what}: {deadline - now:.0f} s left")
+            next_note = now + 10
+        time.sleep(every)
 
 
 def _san(name: str) -> x509.GeneralName:
@@ -399,23 +425,15 @@ class ControlPlane:
         return path.read_text(errors="replace")[-3000:] if path.exists() else ""
 
     def _wait(self, what: str, check: Any, proc: subprocess.Popen[Any], timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        next_note = time.monotonic() + 10
-        while True:
+        def alive_and_ready() -> bool:
             if proc.poll() is not None:
                 raise RuntimeError(
                     f"{what}: the process exited with {proc.returncode}:\n"
                     f"{self._log_tail(Path(str(proc.args[0])).name)}"
                 )
-            if check():
-                return
-            now = time.monotonic()
-            if now > deadline:
-                raise TimeoutError(f"{what}: not ready after {timeout:.0f} s")
-            if now > next_note:
-                _say(f"waiting for {what}: {deadline - now:.0f} s left")
-                next_note = now + 10
-            time.sleep(0.2)
+            return bool(check())
+
+        wait_until(what, alive_and_ready, timeout, every=0.2, note=_say)
 
     def _start_etcd(self, *, timeout: float) -> None:
         client, peer = free_port(), free_port()

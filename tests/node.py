@@ -33,12 +33,19 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.controlplane import ControlPlane, Tools, free_port, http_ok, stop_process
+from tests.controlplane import (
+    ControlPlane,
+    Tools,
+    free_port,
+    http_ok,
+    stop_process,
+    wait_until,
+)
 from tests.controlplane import tools as locate_tools
 from tests.hoststate import HostState, mounts_under, unmount_under
 from tests.images import Image, images
@@ -55,7 +62,16 @@ from tests.nodeconfig import (
     cni_conflist,
 )
 
-__all__ = ["BRIDGE", "HOST_IP", "NODE_NAME", "POD_CIDR", "SERVICE_CIDR", "Node", "running"]
+__all__ = [
+    "BRIDGE",
+    "HOST_IP",
+    "NODE_NAME",
+    "POD_CIDR",
+    "SERVICE_CIDR",
+    "Node",
+    "running",
+    "wait_until",
+]
 
 GUARD_CHAIN = "TR-NODE-GUARD"
 # Where a running node records what it changed, so a run killed halfway is undone by the
@@ -69,23 +85,6 @@ DESCRIPTOR = Path(tempfile.gettempdir()) / "token-refresher-node" / "node.json"
 
 def say(msg: str) -> None:
     print(f"[node {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
-def wait_until(what: str, check: Callable[[], Any], timeout: float, *, every: float = 0.5) -> Any:
-    """Poll `check` until it returns something truthy; say every 10 s what is awaited."""
-    deadline = time.monotonic() + timeout
-    next_note = time.monotonic() + 10
-    while True:
-        result = check()
-        if result:
-            return result
-        now = time.monotonic()
-        if now > deadline:
-            raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
-        if now > next_note:
-            say(f"waiting for {what}: {deadline - now:.0f} s left")
-            next_note = now + 10
-        time.sleep(every)
 
 
 def _run(*argv: str, check: bool = True, input: str | None = None) -> str:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.chart.helm import CHART
-from tests.e2e.workloads import RELEASE_NAMESPACE, installed
+from tests.e2e.workloads import RELEASE_NAMESPACE, injected_by_dry_run, installed
 from tests.node import Node, wait_until
 from token_refresher_operator.devcert import write_self_signed
 
@@ -65,29 +65,6 @@ def _mode_values(node: Node, mode: str, tmp_path: Path) -> list[str]:
         _tls_secret(node, tmp_path, f"{FULLNAME}-tls", with_ca=True)
         return ["--set", "tls.mode=cert-manager"]
     return []
-
-
-def _inject_through_the_service(node: Node, namespace: str) -> None:
-    pod = {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {
-            "name": "probe",
-            "namespace": namespace,
-            "annotations": {
-                "token-refresher.io/inject": "true",
-                "token-refresher.io/token-url": "http://198.18.0.1:1/token",
-                "token-refresher.io/client-id": "probe",
-            },
-        },
-        "spec": {"containers": [{"name": "app", "image": node.image("sidecar")}]},
-    }
-    # A server-side dry run goes through admission, webhook included, and creates nothing.
-    out = node.kubectl(
-        "apply", "--dry-run=server", "-o", "json", "-f", "-", input=json.dumps(pod)
-    ).stdout
-    injected = json.loads(out)
-    assert [c["name"] for c in injected["spec"]["initContainers"]] == ["token-refresher"]
 
 
 def _release_objects(node: Node) -> list[str]:
@@ -143,7 +120,8 @@ def test_helm_install_waits_for_the_operator_and_helm_test_passes(
 
         tested = node.helm("test", "tr", "-n", RELEASE_NAMESPACE, "--timeout=120s", timeout=130)
         assert "Phase:          Succeeded" in tested.stdout, tested.stdout
-        _inject_through_the_service(node, node_namespace)
+        injected = injected_by_dry_run(node, node_namespace, "probe")
+        assert [c["name"] for c in injected["spec"]["initContainers"]] == ["token-refresher"]
 
     wait_until("helm uninstall to remove every object", lambda: not _release_objects(node), 60)
     if mode == "cert-manager":

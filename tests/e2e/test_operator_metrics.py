@@ -11,7 +11,12 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.e2e.workloads import RELEASE_NAMESPACE, installed
+from tests.e2e.workloads import (
+    RELEASE_NAMESPACE,
+    RESTRICTED,
+    injected_by_dry_run,
+    installed,
+)
 from tests.node import Node
 from token_refresher_operator.metrics import OperatorMetrics
 
@@ -31,15 +36,6 @@ for _ in range(int(sys.argv[2])):
     print(json.dumps(line), flush=True)
 """
 
-_RESTRICTED = {
-    "runAsNonRoot": True,
-    "runAsUser": 65532,
-    "runAsGroup": 65532,
-    "allowPrivilegeEscalation": False,
-    "capabilities": {"drop": ["ALL"]},
-    "seccompProfile": {"type": "RuntimeDefault"},
-}
-
 
 def _service_metrics_port(node: Node) -> int:
     service = json.loads(
@@ -48,28 +44,6 @@ def _service_metrics_port(node: Node) -> int:
     [port] = [p for p in service["spec"]["ports"] if p["name"] == "metrics"]
     assert port["targetPort"] == "health"
     return int(port["port"])
-
-
-def _inject_one_pod(node: Node, namespace: str) -> None:
-    pod = {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {
-            "name": "counted",
-            "namespace": namespace,
-            "annotations": {
-                "token-refresher.io/inject": "true",
-                "token-refresher.io/token-url": "http://198.18.0.1:1/token",
-                "token-refresher.io/client-id": "counted",
-            },
-        },
-        "spec": {"containers": [{"name": "app", "image": node.image("sidecar")}]},
-    }
-    # A server-side dry run goes through admission, webhook included, and creates nothing.
-    out = node.kubectl(
-        "apply", "--dry-run=server", "-o", "json", "-f", "-", input=json.dumps(pod)
-    ).stdout
-    assert [c["name"] for c in json.loads(out)["spec"]["initContainers"]] == ["token-refresher"]
 
 
 def _scrape(node: Node, namespace: str, url: str) -> list[dict[str, str]]:
@@ -92,7 +66,7 @@ def _scrape(node: Node, namespace: str, url: str) -> list[dict[str, str]]:
                     "image": node.image("sidecar"),
                     "imagePullPolicy": "Never",
                     "command": ["python", "-u", "-c", SCRAPER, url, str(SCRAPES)],
-                    "securityContext": _RESTRICTED,
+                    "securityContext": RESTRICTED,
                     "resources": {"limits": {"memory": "64Mi"}},
                 }
             ],
@@ -140,7 +114,8 @@ def test_prometheus_scrapes_the_operator_metrics_through_the_service(
             ).stdout
             assert dashboard.split() == [f"configmap/{FULLNAME}-dashboard"]
 
-            _inject_one_pod(node, node_namespace)
+            pod = injected_by_dry_run(node, node_namespace, "counted")
+            assert [c["name"] for c in pod["spec"]["initContainers"]] == ["token-refresher"]
             port = _service_metrics_port(node)
             url = f"http://{FULLNAME}.{RELEASE_NAMESPACE}.svc:{port}/metrics"
             scrapes = _scrape(node, node_namespace, url)

@@ -20,16 +20,18 @@ from typing import Any
 
 from tests.chart.helm import CHART
 from tests.idp import OAuthClient, OidcProvider
-from tests.node import Node, wait_until
+from tests.node import HOST_IP, Node, wait_until
 
 __all__ = [
     "APP_SCRIPT",
     "RELEASE",
     "RELEASE_NAMESPACE",
     "RESOURCE_SERVER",
+    "RESTRICTED",
     "Release",
     "app_calls",
     "deployment",
+    "injected_by_dry_run",
     "installed",
     "oauth_secret",
     "pods_of",
@@ -62,7 +64,7 @@ while True:
     time.sleep(1)
 """
 
-_RESTRICTED = {
+RESTRICTED = {
     "runAsNonRoot": True,
     "runAsUser": 65532,
     "runAsGroup": 65532,
@@ -188,7 +190,7 @@ def app_container(node: Node, idp: OidcProvider, *, once: bool = False) -> dict[
         "imagePullPolicy": "Never",
         "command": ["python", "-u", "-c", APP_SCRIPT],
         "env": env,
-        "securityContext": _RESTRICTED,
+        "securityContext": RESTRICTED,
         "resources": {
             "requests": {"cpu": "5m", "memory": "24Mi"},
             "limits": {"memory": "64Mi"},
@@ -273,3 +275,26 @@ def wait_ready(node: Node, namespace: str, name: str, *, timeout: float = 180) -
         f"--timeout={int(timeout)}s",
         timeout=timeout + 10,
     )
+
+
+def injected_by_dry_run(node: Node, namespace: str, name: str) -> dict[str, Any]:
+    """An annotated pod sent through admission as a server-side dry run (the webhook is
+    called through its Service; nothing is created): the pod as it would be stored."""
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "annotations": {
+                P + "inject": "true",
+                P + "token-url": f"http://{HOST_IP}:1/token",
+                P + "client-id": name,
+            },
+        },
+        "spec": {"containers": [{"name": "app", "image": node.image("sidecar")}]},
+    }
+    out = node.kubectl(
+        "apply", "--dry-run=server", "-o", "json", "-f", "-", input=json.dumps(pod)
+    ).stdout
+    return dict(json.loads(out))
