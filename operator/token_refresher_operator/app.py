@@ -82,6 +82,7 @@ def build_registry(*, watch: SidecarWatch) -> kopf.OperatorRegistry:
         "pods",
         id="sidecar-not-injected",
         annotations={INJECT: "true"},
+        when=watch.concerns,
         registry=registry,
     )(watch.on_pod)
     return registry

@@ -79,6 +79,14 @@ class SidecarWatch:
     posted: int = 0
     metrics: OperatorMetrics = field(default_factory=OperatorMetrics, repr=False)
 
+    def concerns(self, *, body: kopf.Body, **_: Any) -> bool:
+        """kopf's `when=` filter: only pods without the sidecar can need a warning.
+
+        Injected pods, nearly all of the annotated ones, then cost kopf's watch no more
+        than any other pod: kopf runs its handler machinery only for pods that pass.
+        """
+        return not has_sidecar(cast(Pod, body))
+
     async def on_pod(self, *, body: kopf.Body, type: str | None, **_: Any) -> None:
         uid = str(body.get("metadata", {}).get("uid", ""))
         if type == "DELETED":

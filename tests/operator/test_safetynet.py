@@ -56,6 +56,12 @@ async def test_one_event_per_pod(monkeypatch: pytest.MonkeyPatch) -> None:
     assert watch.warned == {}
 
 
+def test_kopf_calls_the_watch_only_for_pods_without_the_sidecar() -> None:
+    watch = SidecarWatch(operator_namespace="tr")
+    assert watch.concerns(body=kopf.Body(pod())) is True
+    assert watch.concerns(body=kopf.Body(pod(sidecar=True))) is False
+
+
 def test_kopf_keeps_no_diff_base_for_the_watch() -> None:
     # Only change handlers read kopf's diff; building it copied every pod thrice per event.
     from token_refresher_operator.app import NoDiffBase, _kopf_settings
