@@ -245,47 +245,81 @@ def apiserver_requests(sidecar: Sidecar, verb: str, code: str = "200") -> float:
     return sidecar.metrics().get(key, 0.0)
 
 
+class Pods:
+    """Replicas as a Deployment runs them, each with its app reading the token file for
+    as long as the pod lives (the app goes when its pod goes)."""
+
+    def __init__(self, workload: Workload) -> None:
+        self.workload = workload
+        self.apps: dict[str, TokenReader] = {}
+        self.count = 0
+
+    def start(self) -> str:
+        name = f"app-{self.count}"
+        self.count += 1
+        ready(self.workload.replica(name))
+        self.apps[name] = TokenReader(self.workload.replicas[name].output).__enter__()
+        return name
+
+    def running(self) -> list[str]:
+        return [n for n, r in self.workload.replicas.items() if r.proc and r.proc.poll() is None]
+
+    def stop(self, name: str, *, grace: bool = True) -> None:
+        self.apps[name].stop()
+        if grace:
+            self.workload.replicas[name].stop()  # SIGTERM: the holder hands over
+        else:
+            self.workload.replicas[name].kill()  # kubectl delete pod --grace-period=0
+
+    def close(self) -> None:
+        for app in self.apps.values():
+            app.stop()
+
+    def assert_always_valid(self) -> None:
+        for name, app in self.apps.items():
+            assert app.reads > 0, name
+            assert app.violations == [], (name, app.violations[:3])
+
+
+def more_rotations(workload: Workload, n: int) -> None:
+    start = rotations(workload)
+    wait_until(f"{n} more rotations", lambda: rotations(workload) >= start + n, timeout=10 * n)
+
+
 @pytest.mark.cluster
-def test_a_killed_holder_is_replaced_and_a_rolling_replacement_keeps_the_family(
+def test_replicas_a_rollout_scaling_and_a_killed_holder_keep_one_family(
     workload: Workload,
 ) -> None:
+    # The issue's sequence with sidecar processes: 3 replicas, every one replaced one by
+    # one, 5, then 1, then the holder SIGKILLed and replaced. Every app reads a valid
+    # token all along; the IdP never sees a refresh token twice.
     grant_family_rbac(workload)
-    names = ["app-a", "app-b", "app-c"]
-    for name in names:
-        ready(workload.replica(name))
-    holder = workload.holder()
-    assert holder == "app-a"
-    # The app beside every running replica reads its file all along; a pod's app goes
-    # when its pod goes.
-    apps = {n: TokenReader(workload.replicas[n].output).__enter__() for n in names if n != holder}
+    pods = Pods(workload)
     try:
-        workload.replicas[holder].kill()  # kubectl delete pod --grace-period=0
-        wait_until(
-            "another replica holding the family",
-            lambda: workload.holder() not in (None, holder),
-            timeout=20,
-        )
-        start = rotations(workload)
-        wait_until("a rotation by the new holder", lambda: rotations(workload) > start, timeout=20)
-        # Rolling replacement: a new pod, then the old one stops (SIGTERM) — every one.
-        for old in list(apps):
-            new = old + "-next"
-            ready(workload.replica(new))
-            apps[new] = TokenReader(workload.replicas[new].output).__enter__()
-            apps[old].stop()
-            workload.replicas[old].stop()
-        start = rotations(workload)
-        wait_until(
-            "rotations after the rollout", lambda: rotations(workload) >= start + 2, timeout=30
-        )
+        for _ in range(3):
+            pods.start()
+        more_rotations(workload, 2)
+        for old in pods.running():  # a rolling replacement: new pod Ready, then old goes
+            pods.start()
+            pods.stop(old)
+        more_rotations(workload, 2)
+        for _ in range(2):  # scale to 5
+            pods.start()
+        more_rotations(workload, 1)
+        for name in pods.running()[:-1]:  # and back to 1
+            pods.stop(name)
+        more_rotations(workload, 2)
+        [holder] = pods.running()
+        assert workload.holder() == holder
+        pods.stop(holder, grace=False)
+        replacement = pods.start()  # the Deployment's new pod
+        wait_until("the new pod holding the family", lambda: workload.holder() == replacement)
+        more_rotations(workload, 2)
     finally:
-        for app in apps.values():
-            app.stop()
-    for name, app in apps.items():
-        assert app.reads > 0
-        assert app.violations == [], (name, app.violations[:3])
-    assert workload.holder() in {n for n in workload.replicas if n.endswith("-next")}
+        pods.close()
+    pods.assert_always_valid()
     workload.assert_no_replay()
+    assert pods.count == 3 + 3 + 2 + 1
 
 
 class SlowIdP:
