@@ -61,6 +61,15 @@ class _Pending:
     resource_version: str
 
 
+def _identity(settings: Settings) -> str:
+    """`<pod name>@<first 8 of its UID>`: a pod a StatefulSet recreates under the same
+    name while the old one still runs somewhere (a force-deleted pod on a lost node) is
+    someone else, not us — two processes that both thought they held the family could
+    each present its refresh token."""
+    name = settings.pod_name or socket.gethostname()
+    return f"{name}@{settings.pod_uid[:8]}" if settings.pod_uid else name
+
+
 class FamilyMember:
     """Gets this pod its token through the family Secret `settings.family_secret`."""
 
@@ -74,7 +83,7 @@ class FamilyMember:
     ) -> None:
         assert settings.family_secret is not None
         self.secret = settings.family_secret
-        self.identity = identity or settings.pod_name or socket.gethostname()
+        self.identity = identity or _identity(settings)
         self._settings = settings
         self._kube = kube
         self._clock = clock

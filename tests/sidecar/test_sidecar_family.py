@@ -307,9 +307,10 @@ async def pods(tmp_path: Path, apiserver: FakeApiserver, rotating_idp: RotatingI
     (tmp_path / "sa-token").write_text("sa-token")
     clients: list[KubeClient] = []
 
-    def make(name: str, *, lease: float = 30.0) -> FamilyMember:
+    def make(name: str, *, lease: float = 30.0, uid: str | None = None) -> FamilyMember:
         settings = Settings.from_env(
             {
+                **({"TOKEN_REFRESHER_POD_UID": uid} if uid else {}),
                 "TOKEN_REFRESHER_TOKEN_URL": "https://idp.example/token",
                 "TOKEN_REFRESHER_GRANT": "refresh_token",
                 "TOKEN_REFRESHER_CLIENT_ID": "billing",
@@ -504,3 +505,14 @@ async def test_a_stop_while_presenting_lets_the_rotated_token_be_stored(
     assert stored.refresh_token in rotating_idp.valid  # the newest, not the used one
     await a.release()
     assert decode(apiserver.objects[NAME]["data"]).holder is None
+
+
+async def test_a_pod_recreated_under_the_same_name_is_someone_else(pods, rotating_idp) -> None:  # type: ignore[no-untyped-def]
+    # A StatefulSet's pod-0, force-deleted on a lost node, and its successor pod-0.
+    old = pods("pod-0", uid="11111111-aaaa-4000-8000-000000000000")
+    new = pods("pod-0", uid="22222222-bbbb-4000-8000-000000000000")
+    await old.fetch(rotating_idp.present)
+    assert old.status()["holder"] == "pod-0@11111111"
+    await new.fetch(rotating_idp.present)
+    assert new.status()["role"] == "follower"
+    assert len(rotating_idp.presented) == 1
