@@ -281,14 +281,20 @@ class FamilyMember:
         limit = min(limit, _MAX_WATCH)
         if limit <= 0:
             return
+        started = self._clock.monotonic()
         changed = await self._kube.watch_secret(
             self.secret, resource_version=observed.resource_version, seconds=limit
         )
+        now = self._clock.monotonic()
         if changed is not None:
             self._observe(changed)
-            self._fresh_at = self._clock.monotonic()
-        elif self._clock.monotonic() < until_mono - 1:
-            # The watch ended early (the apiserver closes them now and then).
+            self._fresh_at = now
+        elif now >= started + limit - 0.05:
+            # Watched to the end with no change: what we have is current, no GET needed.
+            self._fresh_at = now
+        elif now < until_mono - 1:
+            # The watch ended early (an apiserver restart, a too old resourceVersion):
+            # read the Secret again, a little later.
             await self._clock.sleep(0.2)
 
     async def _present(
