@@ -516,3 +516,22 @@ async def test_a_pod_recreated_under_the_same_name_is_someone_else(pods, rotatin
     await new.fetch(rotating_idp.present)
     assert new.status()["role"] == "follower"
     assert len(rotating_idp.presented) == 1
+
+
+async def test_an_idle_follower_only_renews_its_watch(
+    pods, rotating_idp, apiserver, monkeypatch
+) -> None:  # type: ignore[no-untyped-def]
+    import token_refresher.holder
+
+    monkeypatch.setattr(token_refresher.holder, "_MAX_WATCH", 0.2)
+    a, b = pods("pod-a"), pods("pod-b")
+    await a.fetch(rotating_idp.present)
+    await b.fetch(rotating_idp.present)
+    apiserver.requests.clear()
+    waiting = asyncio.create_task(b.fetch(rotating_idp.present))
+    await asyncio.sleep(0.9)  # four watch periods with nothing to see
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    assert apiserver.requests.count("get") == 1  # the fetch's first read, no more
+    assert apiserver.requests.count("watch") >= 4
