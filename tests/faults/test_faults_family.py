@@ -440,3 +440,24 @@ def test_a_new_bootstrap_token_reseeds_a_dead_family(workload: Workload) -> None
         timeout=30,
     )
     assert len(workload.family()["bootstraps"]) == 2
+
+
+@pytest.mark.cluster
+def test_the_documented_role_grants_that_one_secret_and_nothing_else(workload: Workload) -> None:
+    grant_family_rbac(workload)
+    who = f"--as=system:serviceaccount:{workload.namespace}:app"
+
+    def can(*args: str) -> bool:
+        proc = workload.cluster.kubectl(
+            "auth", "can-i", *args, "-n", workload.namespace, who, check=False
+        )
+        return proc.stdout.strip() == "yes"
+
+    for verb in ("get", "watch", "patch"):
+        assert can(verb, f"secret/{FAMILY}")
+    assert not can("get", "secret/another-secret")
+    assert not can("list", "secrets")
+    assert not can("create", "secrets")
+    assert not can("delete", f"secret/{FAMILY}")
+    assert not can("update", f"secret/{FAMILY}")
+    assert not can("get", "leases.coordination.k8s.io")
