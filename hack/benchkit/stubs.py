@@ -14,7 +14,7 @@ from typing import Any
 
 from tests.controlplane import free_port
 
-from .apimetrics import AdmissionLatency
+from .apimetrics import AdmissionLatency, one_at_a_time
 from .cluster import Cluster, PodCreator, Pods, interleaved
 from .common import Plan, Progress, wait_for
 
@@ -119,6 +119,7 @@ def webhook_floor(
                     per_round=max(1, plan.pods // plan.pod_rounds),
                     processes={"webhook": stub.pid, **cluster.control_plane_pids()},
                 )
+            alone = one_at_a_time(cp, creator, pods, max(5, plan.mutate_calls // 4))
         finally:
             cluster.procs.stop(stub)
         floor[mode] = {
@@ -128,6 +129,7 @@ def webhook_floor(
             "annotated_latency_p50_ms": round(created.latency_ms("injected", 50), 1),
             "cpu_ms_per_pod": created.cpu_ms_per_pod(),
             "apiserver_admission": latency.result,
+            "apiserver_admission_one_at_a_time": alone,
         }
     cp.kubectl("delete", "mutatingwebhookconfiguration", "token-refresher-bench-stub")
     return floor

@@ -187,10 +187,10 @@ def table(results: dict[str, Any]) -> str:
                 )
             )
         for mode, floor in w.get("floor", {}).items():
-            api = floor.get("apiserver_admission", {})
+            api = floor.get("apiserver_admission_one_at_a_time", {})
             latency = ""
             if api.get("calls"):
-                latency = f"; p50/p99 {api['p50_ms']:.1f}/{api['p99_ms']:.1f} ms"
+                latency = f"; alone p50/p99 {api['p50_ms']:.1f}/{api['p99_ms']:.1f} ms"
             lines.append(
                 (
                     f"  profile: ratio through a stand-in webhook ({mode}){latency}",

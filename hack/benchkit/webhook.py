@@ -14,7 +14,7 @@ from typing import Any
 import httpx2
 from tests.controlplane import ControlPlane
 
-from .apimetrics import AdmissionLatency
+from .apimetrics import AdmissionLatency, one_at_a_time
 from .cluster import Cluster, PodCreator, Pods, interleaved, make_namespace, pod_manifest
 from .common import Plan, Progress, percentile
 from .stubs import webhook_floor
@@ -47,7 +47,9 @@ def bench_webhook(plan: Plan, cluster: Cluster, work: Path, say: Progress) -> di
                 processes={"operator": cluster.operator.pid, **cluster.control_plane_pids()},
                 note=lambda text: say.say(section, text),
             )
-        alone = _one_at_a_time(plan, cp, creator, pods, say)
+        count = max(5, plan.mutate_calls // 2)
+        say.say(section, f"{count} annotated pods one at a time (the apiserver's histogram)")
+        alone = one_at_a_time(cp, creator, pods, count)
         mutate = _mutate_directly(plan, cp, say)
         floor = webhook_floor(plan, cluster, creator, pods, work, say) if plan.profile else None
     finally:
@@ -85,25 +87,6 @@ def bench_webhook(plan: Plan, cluster: Cluster, work: Path, say: Progress) -> di
         stand_in = floor["operator-patch"]["ratio"]
         result["ratio_to_stand_in"] = round(created.ratio / stand_in, 3) if stand_in else None
     return result
-
-
-def _one_at_a_time(
-    plan: Plan, cp: ControlPlane, creator: PodCreator, pods: Pods, say: Progress
-) -> dict[str, Any]:
-    count = max(5, plan.mutate_calls // 2)
-    say.say("webhook", f"{count} annotated pods one at a time (the apiserver's histogram)")
-    latencies: list[float] = []
-    with AdmissionLatency(cp) as latency:
-        for pod in pods.make("injected", count):
-            _, took, injected = creator.batch([pod])
-            if injected != 1:
-                raise RuntimeError(f"pod {pod['metadata']['name']} was not injected")
-            latencies += took
-    return {
-        **latency.result,
-        "create_p50_ms": round(percentile(latencies, 50) * 1000, 2),
-        "create_p99_ms": round(percentile(latencies, 99) * 1000, 2),
-    }
 
 
 def _mutate_directly(plan: Plan, cp: ControlPlane, say: Progress) -> dict[str, Any]:
