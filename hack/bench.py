@@ -12,9 +12,11 @@ Six measurements, each against the real thing on this machine, in one run
                set (what `kubectl top` shows) and CPU; attaches to the node that
                TOKEN_REFRESHER_NODE describes, else starts one and stops it afterwards;
 3. webhook   — pods created per second through a real kube-apiserver with injection
-               (operator in DEV mode) and without, interleaved in the same run; admission
-               latency seen by the client and at /mutate directly; with the full plan,
-               the same through stand-in webhooks, to tell the apiserver's share;
+               (operator in DEV mode) and without, interleaved in the same run; the
+               operator's CPU per pod; admission latency seen by the client, by the
+               apiserver (its histogram of our webhook, also for pods created one at a
+               time) and at /mutate directly; with the full plan, the same through
+               stand-in webhooks, to tell the apiserver's share and the floor;
 4. fleet     — 1000 sidecar schedules on a simulated clock, with the sidecar's own
                scheduling functions: IdP requests per second, peak against mean;
 5. reports   — accepted failure reports per second at the operator's /report endpoint
