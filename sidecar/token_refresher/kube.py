@@ -19,6 +19,7 @@ import asyncio
 import json
 import math
 import os
+import ssl
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
@@ -79,7 +80,19 @@ class KubeClient:
         self._token = CredentialFile(token_file, what="service-account token", always=True)
         self._timeout = timeout
         self._on_request = on_request
-        verify = ssl_context(cafile=ca_file) if ca_file is not None else True
+        # A missing CA (automountServiceAccountToken: false) must not stop the daemon at
+        # start — that would be a crash loop — but fail every request, saying why.
+        self._ca_problem: str | None = None
+        verify: Any = True
+        if ca_file is not None:
+            try:
+                verify = ssl_context(cafile=ca_file)
+            except (OSError, ssl.SSLError) as exc:
+                self._ca_problem = (
+                    f"cannot read the kube-apiserver's CA bundle {ca_file}: "
+                    f"{getattr(exc, 'strerror', None) or exc} (is the service-account token "
+                    "mounted into the sidecar? automountServiceAccountToken must not be false)"
+                )
         self._client = httpx2.AsyncClient(
             transport=transport,
             verify=verify,
@@ -175,6 +188,8 @@ class KubeClient:
                 error="config_error",
                 permanent=True,
             )
+        if self._ca_problem is not None:
+            raise CoordinationError(self._ca_problem, error="config_error", permanent=True)
         if not self.namespace:
             raise CoordinationError(
                 "the pod's namespace is unknown: set TOKEN_REFRESHER_POD_NAMESPACE (the "

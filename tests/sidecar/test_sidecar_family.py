@@ -535,3 +535,22 @@ async def test_an_idle_follower_only_renews_its_watch(
         await waiting
     assert apiserver.requests.count("get") == 1  # the fetch's first read, no more
     assert apiserver.requests.count("watch") >= 4
+
+
+async def test_no_service_account_mount_is_a_clear_error_not_a_crash(tmp_path: Path) -> None:
+    kube = KubeClient(
+        api_url="https://apiserver.test",
+        namespace=NS,
+        token_file=tmp_path / "missing" / "token",
+        ca_file=tmp_path / "missing" / "ca.crt",
+    )
+    try:
+        with pytest.raises(CoordinationError) as caught:
+            await kube.get_secret(NAME)
+    finally:
+        await kube.aclose()
+    assert caught.value.permanent
+    assert f"cannot read the kube-apiserver's CA bundle {tmp_path}/missing/ca.crt" in str(
+        caught.value
+    )
+    assert "automountServiceAccountToken" in str(caught.value)
