@@ -50,7 +50,7 @@ BOLD, DIM, RESET = ("\033[1m", "\033[2m", "\033[0m") if sys.stdout.isatty() else
 # Runs in the app container (kubectl exec): what the app sees, and what the sidecar says.
 _PEEK = """
 import base64, hashlib, json, os, urllib.request
-token = open(os.environ["TOKEN_FILE"]).read()
+token = json.load(open(os.environ["TOKEN_FILE"]))["access_token"]  # format: json
 auth = base64.b64encode(os.environ["RS_CREDENTIALS"].encode()).decode()
 req = urllib.request.Request(os.environ["INTROSPECTION_URL"], data=("token=" + token).encode(),
                              headers={"Authorization": "Basic " + auth})

@@ -27,6 +27,7 @@ from tests.e2e.workloads import (
     Release,
     annotations,
     app_calls,
+    bad_calls,
     installed,
     oauth_secret,
     pod_spec,
@@ -125,8 +126,8 @@ class Apps:
     def assert_always_valid(self) -> None:
         self.collect()
         for pod, calls in self.calls.items():
-            bad = [c for c in calls if not c.get("active")]
-            assert not bad, f"{pod}: the app read a missing or rejected token: {bad[:3]}"
+            bad = bad_calls(calls)
+            assert not bad, f"{pod}: the app read a missing, expired or rejected token: {bad[:3]}"
 
     def tokens_seen(self, pod: str) -> int:
         return len({c["sha"] for c in app_calls(self.node, self.namespace, pod) if "sha" in c})

@@ -19,6 +19,7 @@ from tests.e2e.workloads import (
     RESOURCE_SERVER,
     Release,
     app_calls,
+    bad_calls,
     deployment,
     installed,
     job,
@@ -73,8 +74,8 @@ def _running(node: Node, namespace: str, release: Release, idp: OidcProvider) ->
 def _refreshes_seen(node: Node, namespace: str, pod: str) -> int:
     """Distinct tokens the app has read, less the first; fails on any rejected call."""
     calls = app_calls(node, namespace, pod)
-    bad = [c for c in calls if not c.get("active")]
-    assert not bad, f"{pod}: the app read a missing or rejected token: {bad[:3]}"
+    bad = bad_calls(calls)
+    assert not bad, f"{pod}: the app read a missing, expired or rejected token: {bad[:3]}"
     return len({c["sha"] for c in calls}) - 1
 
 
@@ -150,9 +151,10 @@ def _events(node: Node, namespace: str, pod: str, reason: str) -> list[dict[str,
 
 
 def _token_in(node: Node, namespace: str, pod: str) -> str:
-    return node.kubectl(
+    out = node.kubectl(
         "-n", namespace, "exec", pod, "-c", "app", "--", "sh", "-c", 'cat "$TOKEN_FILE"'
     ).stdout
+    return str(json.loads(out)["access_token"])
 
 
 def _logs(node: Node, namespace: str, *args: str) -> str:
