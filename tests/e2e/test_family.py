@@ -37,6 +37,7 @@ from tests.e2e.workloads import (
 from tests.idp import OidcProvider, OidcProviderFactory, default_oidc_clients
 from tests.node import HOST_IP, Node, wait_until
 from tests.rbac import family_rbac
+from token_refresher.settings import Settings
 
 pytestmark = [pytest.mark.node, pytest.mark.idp]
 
@@ -149,12 +150,17 @@ def _rotations(node: Node, namespace: str) -> int:
     return int(_family(node, namespace).get("rotations", 0))
 
 
+# A holder that vanished while presenting is replaced once its claim (FAMILY_LEASE) runs
+# out, so a wait that spans a change of holder allows for it.
+FAMILY_LEASE = Settings.model_fields["family_lease"].default
+
+
 def _wait_rotations(node: Node, namespace: str, n: int) -> None:
     start = _rotations(node, namespace)
     wait_until(
         f"{n} more rotations of the family",
         lambda: _rotations(node, namespace) >= start + n,
-        TTL * (n + 3),
+        FAMILY_LEASE + TTL * (n + 3),
     )
 
 
