@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any, cast
 import httpx2
 import jsonpatch
 from tests.controlplane import free_port, tools
-from tests.e2e.workloads import oauth_secret
+from tests.e2e.workloads import RESTRICTED, oauth_secret
 from tests.node import DESCRIPTOR, HOST_IP, NODE_NAME, Node
 
 from .common import PACE, PACE_TEXT, TOKEN_LIFETIME, Plan, Progress, proc_status, wait_for
@@ -205,14 +205,6 @@ def injected_pod(node: Node, namespace: str, name: str, idp: Any, work: Path) ->
             },
         }
     )
-    restricted = {
-        "runAsNonRoot": True,
-        "runAsUser": SIDECAR_UID,
-        "runAsGroup": SIDECAR_UID,
-        "allowPrivilegeEscalation": False,
-        "capabilities": {"drop": ["ALL"]},
-        "seccompProfile": {"type": "RuntimeDefault"},
-    }
     pod: dict[str, Any] = {
         "apiVersion": "v1",
         "kind": "Pod",
@@ -244,7 +236,7 @@ def injected_pod(node: Node, namespace: str, name: str, idp: Any, work: Path) ->
                     "name": "app",
                     "image": node.image("pause"),
                     "imagePullPolicy": "Never",
-                    "securityContext": restricted,
+                    "securityContext": RESTRICTED,
                 }
             ],
         },
