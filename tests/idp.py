@@ -338,6 +338,8 @@ class OidcProvider(_LocalIdP):
     trusted_issuers: list[dict[str, Any]] = field(default_factory=list)
     resource: str = "urn:token-refresher:test-api"
     resource_scopes: str = "api:read api:write"
+    # More resource servers (RFC 8707 audiences): {uri: "scope list"}.
+    resources: dict[str, str] = field(default_factory=dict)
     port: int = 0
     timeout: float = 20.0
     # 127.0.0.1, or the node's bridge address when pods must reach it too.
@@ -386,6 +388,7 @@ class OidcProvider(_LocalIdP):
             "accessTokenFormat": self.access_token_format,
             "resource": self.resource,
             "resourceScopes": self.resource_scopes,
+            "resources": self.resources,
             "rotateRefreshToken": self.rotate_refresh_token,
             "clients": [c.oidc_provider_metadata() for c in self.clients.values()],
             "users": [{"username": u, "password": p} for u, p in self.users.items()],
@@ -533,6 +536,7 @@ class OidcProviderFactory:
         access_token_format: Literal["jwt", "opaque"] = "jwt",
         rotate_refresh_token: bool = True,
         trusted_issuers: Sequence[Mapping[str, Any]] = (),
+        resources: Mapping[str, str] | None = None,
         port: int = 0,
         timeout: float = 20.0,
         host: str = "127.0.0.1",
@@ -549,6 +553,7 @@ class OidcProviderFactory:
             access_token_format=access_token_format,
             rotate_refresh_token=rotate_refresh_token,
             trusted_issuers=[dict(t) for t in trusted_issuers],
+            resources=dict(resources or {}),
             port=port,
             timeout=timeout,
             host=host,
