@@ -29,13 +29,16 @@ __all__ = [
     "RELEASE_NAMESPACE",
     "RESOURCE_SERVER",
     "RESTRICTED",
+    "P",
     "Release",
+    "annotations",
     "app_calls",
     "bad_calls",
     "deployment",
     "injected_by_dry_run",
     "installed",
     "oauth_secret",
+    "pod_spec",
     "pods_of",
 ]
 
