@@ -17,6 +17,7 @@ import contextlib
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from tests.chart.helm import CHART
@@ -48,50 +49,8 @@ P = "token-refresher.io/"
 # The API's own client at the IdP, used only to introspect the tokens it is shown.
 RESOURCE_SERVER = OAuthClient("resource-server", "client_secret_basic", "resource-server-secret")
 
-APP_SCRIPT = """
-import base64, calendar, hashlib, json, os, sys, time, urllib.request
-# What to check: [token name, env var naming its file, introspection URL, client:secret].
-checks = json.loads(os.environ.get("CHECKS") or "null") or [
-    ["default", "TOKEN_FILE", os.environ["INTROSPECTION_URL"], os.environ["RS_CREDENTIALS"]]
-]
-
-def check(name, file_env, url, credentials):
-    line = {"t": round(time.time(), 1), "token": name}
-    try:
-        doc = json.loads(open(os.environ[file_env]).read())
-        token = doc["access_token"]
-        expires = calendar.timegm(time.strptime(doc["expires_at"], "%Y-%m-%dT%H:%M:%SZ"))
-        line["left"] = round(expires - time.time(), 1)
-        line["sha"] = hashlib.sha256(token.encode()).hexdigest()[:12]
-    except Exception as exc:
-        line["error"] = type(exc).__name__
-        return line
-    auth = base64.b64encode(credentials.encode()).decode()
-    body = ("token=" + token).encode()
-    req = urllib.request.Request(url, data=body, headers={"Authorization": "Basic " + auth})
-    # The IdP runs on the host beside the whole suite: on a loaded machine it may miss
-    # a call. Failing to ask is not a bad token, so it is retried, then noted apart.
-    for attempt in range(3):
-        try:
-            with urllib.request.urlopen(req, timeout=5) as resp:
-                answer = json.load(resp)
-            line["active"] = answer.get("active", False)
-            line["aud"] = answer.get("aud")
-            line.pop("unreachable", None)
-            break
-        except Exception as exc:
-            line["unreachable"] = type(exc).__name__
-            time.sleep(0.5)
-    return line
-
-while True:
-    lines = [check(*c) for c in checks]
-    for line in lines:
-        print(json.dumps(line), flush=True)
-    if os.environ.get("ONCE"):
-        sys.exit(0 if all(line.get("active") for line in lines) else 1)
-    time.sleep(1)
-"""
+# The app's program, passed to `python -c` in the app container (the image has no copy).
+APP_SCRIPT = (Path(__file__).parent / "app.py").read_text()
 
 RESTRICTED = {
     "runAsNonRoot": True,
