@@ -48,19 +48,7 @@ APP = "billing"
 BOLD, DIM, RESET = ("\033[1m", "\033[2m", "\033[0m") if sys.stdout.isatty() else ("", "", "")
 
 # Runs in the app container (kubectl exec): what the app sees, and what the sidecar says.
-_PEEK = """
-import base64, hashlib, json, os, urllib.request
-token = json.load(open(os.environ["TOKEN_FILE"]))["access_token"]  # format: json
-auth = base64.b64encode(os.environ["RS_CREDENTIALS"].encode()).decode()
-req = urllib.request.Request(os.environ["INTROSPECTION_URL"], data=("token=" + token).encode(),
-                             headers={"Authorization": "Basic " + auth})
-active = json.load(urllib.request.urlopen(req, timeout=5)).get("active")
-status = json.load(urllib.request.urlopen("http://127.0.0.1:8099/status", timeout=5))
-print(json.dumps({"sha": hashlib.sha256(token.encode()).hexdigest()[:10], "active": active,
-                  "expires_at": status.get("expires_at"), "state": status.get("state"),
-                  "refreshes": status.get("refresh_count"),
-                  "failures": status.get("consecutive_failures")}))
-"""
+_PEEK = (Path(__file__).parent / "demo_peek.py").read_text()
 
 
 class Demo:
