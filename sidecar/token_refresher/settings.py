@@ -7,37 +7,123 @@ from the env it renders into the injected container, so the webhook and the side
 never disagree about what a valid configuration is. Credentials are kept as *paths*,
 never values: the kubelet rotates projected tokens and users rotate secrets, so the files
 are re-read when used (pydantic-settings' secrets_dir would read them once).
+
+One sidecar can serve several tokens (issue 17): the unnamed settings are the `default`
+token, and `TOKEN_REFRESHER_TOKENS`, a JSON object `{name: {setting: value}}`, adds named
+ones that inherit every setting they do not override — credentials only from a default
+that talks to the same IdP, so a secret never reaches an IdP it was not made for.
+`Settings.all_tokens()` gives each token's effective settings, default first; a bad named
+token fails validation with lines naming `TOKEN_REFRESHER_TOKENS__<NAME>__<FIELD>`.
 """
 
 from __future__ import annotations
 
 import contextvars
+import json
 import re
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import AnyHttpUrl, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AnyHttpUrl,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     EnvSettingsSource,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
 )
 from pydantic_settings.sources.utils import parse_env_vars
 
 __all__ = [
+    "CREDENTIAL_FIELDS",
+    "DEFAULT_TOKEN",
     "ENV_PREFIX",
+    "MAX_TOKENS",
+    "TOKEN_FIELDS",
+    "TOKEN_NAME",
     "ClientAuth",
     "Grant",
     "Settings",
     "config_errors",
     "env_name",
+    "token_env_name",
 ]
 
 ENV_PREFIX = "TOKEN_REFRESHER_"
+
+# Named tokens (issue 17). The name is a DNS-1123 label: it becomes a file name, a
+# metrics label and, upper-cased, part of an env var name (TOKEN_FILE_<NAME>).
+TOKEN_NAME = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+DEFAULT_TOKEN = "default"  # the unnamed token, in labels, /status, reports and logs
+MAX_TOKENS = 8  # per sidecar, the default one included
+# What a named token may set; the rest (listen, log_*, report_*, pod_*, kubernetes_*)
+# belongs to the whole process.
+TOKEN_FIELDS = frozenset(
+    {
+        "issuer",
+        "token_url",
+        "grant",
+        "client_id",
+        "client_secret_file",
+        "client_auth",
+        "private_key_file",
+        "private_key_alg",
+        "private_key_id",
+        "service_account_token_file",
+        "refresh_token_file",
+        "state_file",
+        "family_secret",
+        "family_lease",
+        "scope",
+        "audience",
+        "resource",
+        "requested_token_type",
+        "subject_token_type",
+        "token_params",
+        "output",
+        "format",
+        "file_mode",
+        "refresh_ratio",
+        "jitter",
+        "min_refresh_interval",
+        "default_lifetime",
+        "on_expiry",
+        "ca_file",
+        "timeout",
+        "backoff_initial",
+        "backoff_max",
+        "permanent_error_interval",
+    }
+)
+# Inherited from the default token only by a token that talks to the same IdP (same
+# effective issuer and token_url): a secret made for one IdP is never sent to another.
+CREDENTIAL_FIELDS = frozenset(
+    {
+        "client_id",
+        "client_auth",
+        "client_secret_file",
+        "private_key_file",
+        "private_key_id",
+        "refresh_token_file",
+        "family_secret",
+        "service_account_token_file",
+    }
+)
+# Never inherited, even at the same IdP: a refresh token can be presented by one token
+# only. Two tokens presenting one rotating refresh token would each replay the one the
+# other had rotated away, and IdPs with reuse detection revoke the whole family for it.
+_OWN_FIELDS = frozenset({"refresh_token_file", "family_secret"})
+_TOKENS_ENV = ENV_PREFIX + "TOKENS"
 
 
 class Grant(StrEnum):
@@ -76,6 +162,15 @@ class _MappingEnvSource(EnvSettingsSource):
 def env_name(field: str) -> str:
     """The environment variable that sets a settings field."""
     return ENV_PREFIX + field.upper()
+
+
+def token_env_name(token: str, field: str | None = None) -> str:
+    """How error lines name a setting of a named token (or the token itself), e.g.
+    `TOKEN_REFRESHER_TOKENS__PAYMENTS__AUDIENCE`; for the default token, `env_name`."""
+    if token == DEFAULT_TOKEN and field is not None:
+        return env_name(field)
+    name = f"{_TOKENS_ENV}__{token.upper()}"
+    return name if field is None else f"{name}__{field.upper()}"
 
 
 class Settings(BaseSettings):
@@ -250,6 +345,20 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         "info", description="Log level."
     )
+    # NoDecode: the JSON is parsed by `_tokens_json`, so a typo is a config error line
+    # naming TOKEN_REFRESHER_TOKENS rather than a SettingsError traceback from the source.
+    tokens: Annotated[dict[str, Any], NoDecode] = Field(
+        default_factory=dict,
+        description="More tokens, each written to its own file: a JSON object "
+        '{name: {setting: value}}, e.g. {"payments": {"audience": "payments-api"}}. A name '
+        "is a DNS label other than 'default'; at most 7 (8 tokens with the default one). "
+        "A named token inherits every setting it does not set, its credentials only when "
+        "it uses the same ISSUER and TOKEN_URL; OUTPUT defaults to <OUTPUT's directory>/"
+        "<name>, STATE_FILE to <STATE_FILE>.<name>.",
+    )
+
+    # Each named token's effective settings, in the order written (built by `_named`).
+    _named: dict[str, Settings] = PrivateAttr(default_factory=dict)
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -302,6 +411,22 @@ class Settings(BaseSettings):
             raise ValueError("must be the name of a Secret (lower case, digits, '-' and '.')")
         if value is not None and len(value) > 253:
             raise ValueError("must be the name of a Secret (at most 253 characters)")
+        return value
+
+    @field_validator("tokens", mode="before")
+    @classmethod
+    def _tokens_json(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            if not value.strip():
+                return {}
+            try:
+                value = json.loads(value)
+            except ValueError as exc:
+                raise ValueError(
+                    f"must be a JSON object {{name: {{setting: value}}}}: {exc}"
+                ) from None
+        if not isinstance(value, dict):
+            raise ValueError("must be a JSON object {name: {setting: value}}")
         return value
 
     @field_validator("listen")
@@ -361,7 +486,63 @@ class Settings(BaseSettings):
             )
         if problems:
             raise ValueError("\n".join(problems))
+        # Named tokens are checked only once the default is right: they inherit from it,
+        # so a mistake of the default's would come back once per token, under their names.
+        problems = self._named_tokens()
+        if problems:
+            raise ValueError("\n".join(problems))
         return self
+
+    def _named_tokens(self) -> list[str]:
+        """Build `_named` from `tokens`; the lines saying what is wrong, if anything."""
+        problems: list[str] = []
+        raw = self.tokens
+        if len(raw) > MAX_TOKENS - 1:
+            problems.append(
+                f"{_TOKENS_ENV}: at most {MAX_TOKENS} tokens per sidecar, the default one "
+                f"included, so at most {MAX_TOKENS - 1} named tokens, not {len(raw)}"
+            )
+        named: dict[str, Settings] = {}
+        for name, overrides in raw.items():
+            lines = _name_problems(name, overrides)
+            if not lines:
+                built = self._named_token(name, overrides)
+                if isinstance(built, Settings):
+                    named[name] = built
+                    continue
+                lines = built
+            problems.extend(lines)
+        if not problems:
+            problems = _collisions({DEFAULT_TOKEN: self, **named})
+        self._named = named
+        return problems
+
+    def _named_token(self, name: str, overrides: dict[str, Any]) -> Settings | list[str]:
+        """The named token's settings: the default's, its own on top."""
+        own = {key.lower(): _as_env_value(value) for key, value in overrides.items()}
+        base = self.model_dump(include=set(TOKEN_FIELDS | _PROCESS_FIELDS))
+        same_idp = all(
+            key not in own or _same_url(own[key], getattr(self, key))
+            for key in ("issuer", "token_url")
+        )
+        not_inherited = set(_OWN_FIELDS)
+        if not same_idp:
+            # Another IdP: neither the default's credentials nor the other half of its
+            # address (an issuer with the default's token_url would still send the
+            # request to the default's endpoint).
+            not_inherited |= CREDENTIAL_FIELDS | {"issuer", "token_url"}
+        for key in not_inherited:
+            base[key] = None
+        base["output"] = self.output.parent / name
+        base["state_file"] = None if self.state_file is None else Path(f"{self.state_file}.{name}")
+        # Every field is given explicitly, so the env sources (which BaseSettings still
+        # reads here) decide nothing, and an empty `tokens` ends the recursion.
+        base["tokens"] = {}
+        try:
+            return Settings.model_validate({**base, **own})
+        except ValidationError as exc:
+            lines = config_errors(exc)
+        return [_rename(line, name, not_inherited - own.keys()) for line in lines]
 
     @property
     def effective_client_auth(self) -> ClientAuth:
@@ -378,6 +559,11 @@ class Settings(BaseSettings):
         if self.state_file is not None:
             return self.state_file
         return self.output.with_name(f".{self.output.name}.state")
+
+    def all_tokens(self) -> dict[str, Settings]:
+        """Every token's effective settings by name: `default` (these settings) first,
+        then the named tokens of TOKEN_REFRESHER_TOKENS in the order written."""
+        return {DEFAULT_TOKEN: self, **self._named}
 
     @classmethod
     def settings_customise_sources(
@@ -412,11 +598,127 @@ class Settings(BaseSettings):
                 shown = "-"
             elif name == "file_mode":
                 shown = f"0{default:o}"
+            elif field.default_factory is not None:
+                shown = "-"
             elif isinstance(default, StrEnum):
                 shown = default.value
             else:
                 shown = str(default)
             yield env_name(name), shown, field.description or ""
+
+
+# Settings of the whole process that a named token carries unchanged from the default.
+_PROCESS_FIELDS = frozenset(
+    {
+        "kubernetes_api",
+        "kubernetes_token_file",
+        "kubernetes_ca_file",
+        "listen",
+        "report_url",
+        "report_token_file",
+        "report_ca_file",
+        "report_ca",
+        "report_audience",
+        "pod_namespace",
+        "pod_name",
+        "pod_uid",
+        "log_format",
+        "log_level",
+    }
+)
+
+
+def _name_problems(name: str, overrides: Any) -> list[str]:
+    """What is wrong with a named token's name and the shape of its settings."""
+    where = token_env_name(name)
+    if name == DEFAULT_TOKEN:
+        return [f"{where}: 'default' is the name of the unnamed token; choose another name"]
+    if len(name) > 63 or not TOKEN_NAME.fullmatch(name):
+        return [
+            f"{where}: a token name must be a DNS label: at most 63 lower-case letters, "
+            "digits and '-', starting and ending with a letter or digit"
+        ]
+    if not isinstance(overrides, dict):
+        return [f'{where}: must be a JSON object of settings, e.g. {{"audience": "api"}}']
+    problems: list[str] = []
+    seen: set[str] = set()
+    for key, value in overrides.items():
+        field = key.lower()
+        if field in seen:
+            problems.append(f"{token_env_name(name, field)}: set twice")
+        seen.add(field)
+        if field in _PROCESS_FIELDS or field == "tokens":
+            problems.append(
+                f"{token_env_name(name, field)}: not a per-token setting; it is set once "
+                f"for the whole sidecar ({env_name(field)})"
+            )
+        elif field not in TOKEN_FIELDS:
+            problems.append(f"{token_env_name(name, field)}: not a setting")
+        elif isinstance(value, bool) or not isinstance(value, str | int | float):
+            problems.append(f"{token_env_name(name, field)}: must be a string or a number")
+    return problems
+
+
+def _as_env_value(value: str | float) -> str:
+    # As if it had come from an env var: a number means what its text would, so
+    # "file_mode": 440 is the octal mode 0440, as TOKEN_REFRESHER_FILE_MODE=440 is.
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def _same_url(value: str, current: AnyHttpUrl | None) -> bool:
+    if current is None:
+        return not value
+    try:
+        return AnyHttpUrl(value) == current
+    except ValueError:
+        return False  # not a URL: validation says so; it is no reason to share secrets
+
+
+_FIELD_ENV = re.compile(r"\b" + re.escape(ENV_PREFIX) + r"([A-Z0-9_]+)\b")
+
+
+def _rename(line: str, token: str, not_inherited: set[str]) -> str:
+    """A default-token error line, about a named token: its env names, and why a
+    credential it lacks was not inherited."""
+
+    def sub(match: re.Match[str]) -> str:
+        field = match.group(1).lower()
+        return token_env_name(token, field) if field in TOKEN_FIELDS else match.group(0)
+
+    renamed = _FIELD_ENV.sub(sub, line)
+    lead = line.split(":", 1)[0]
+    field = lead[len(ENV_PREFIX) :].lower() if lead.startswith(ENV_PREFIX) else ""
+    if field in not_inherited and "required" in line:
+        why = (
+            "a refresh token is never shared between tokens"
+            if field in _OWN_FIELDS
+            else "it names another IdP than the default token, so it does not inherit "
+            "the default's credentials"
+        )
+        renamed += f" (not inherited: {why})"
+    return renamed
+
+
+def _collisions(tokens: Mapping[str, Settings]) -> list[str]:
+    """Two tokens writing one file would overwrite each other's token or refresh token."""
+    problems: list[str] = []
+    used: dict[Path, tuple[str, str]] = {}
+    for name, settings in tokens.items():
+        for field, path in (
+            ("output", settings.output),
+            ("state_file", settings.effective_state_file),
+        ):
+            key = Path(path).absolute()
+            if key in used:
+                other, other_field = used[key]
+                problems.append(
+                    f"{token_env_name(name, field)}: {path} is also the "
+                    f"{other_field.replace('_', ' ')} of token {other} "
+                    f"({token_env_name(other, other_field)}); two tokens may not share a file"
+                )
+            else:
+                used[key] = (name, field)
+    return problems
 
 
 @contextmanager
