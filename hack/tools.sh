@@ -27,7 +27,7 @@ DEX_API_VERSION="${DEX_API_VERSION:-v2.2.0}"
 CONTAINERD_VERSION="${CONTAINERD_VERSION:-v2.4.2}"
 COREDNS_VERSION="${COREDNS_VERSION:-v1.15.0}"
 # Debian packages the real node needs; installed with apt-get when a command is missing.
-DEBS="runc containernetworking-plugins buildah mmdebstrap iptables conntrack uidmap"
+DEBS="runc containernetworking-plugins buildah mmdebstrap iptables conntrack uidmap shellcheck"
 
 CACHE="${TOKEN_REFRESHER_TOOLS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/token-refresher/tools}"
 export GOFLAGS="${GOFLAGS:--trimpath}" CGO_ENABLED=0
@@ -47,10 +47,11 @@ print_paths() {
               "kube-proxy $KUBE_VERSION" "containerd $CONTAINERD_VERSION" \
               "ctr $CONTAINERD_VERSION" "containerd-shim-runc-v2 $CONTAINERD_VERSION" \
               "coredns $COREDNS_VERSION"; do
-    set -- $spec
-    local p; p=$(path_of "$1" "$2")
+    local name version p
+    read -r name version <<< "$spec"
+    p=$(path_of "$name" "$version")
     [ -x "$p" ] || missing=1
-    printf '%s=%s\n' "$(echo "$1" | tr 'a-z-' 'A-Z_')" "$p"
+    printf '%s=%s\n' "$(echo "$name" | tr 'a-z-' 'A-Z_')" "$p"
   done
   return $missing
 }
@@ -96,9 +97,9 @@ build_kube() {
   # Replace only the staging modules that k8s.io/kubernetes requires: a few listed in its
   # replace block (sample-cli-plugin) are never published.
   local m
-  for m in $(awk '/=> \.\/staging/ {print $1}' "$gomod"); do
+  while read -r m; do
     if grep -qE "^\s+$m v0\.0\.0" "$gomod"; then echo "replace $m => $m $staging" >> "$dir/go.mod"; fi
-  done
+  done < <(awk '/=> \.\/staging/ {print $1}' "$gomod")
   local major=1 min=${minor%%.*}
   local ld=""
   for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
@@ -195,7 +196,7 @@ build_coredns() {
 
 build_debs() {
   local missing=0 c
-  for c in runc buildah mmdebstrap iptables conntrack /usr/lib/cni/bridge; do
+  for c in runc buildah mmdebstrap iptables conntrack shellcheck /usr/lib/cni/bridge; do
     command -v "$c" > /dev/null 2>&1 || [ -x "$c" ] || missing=1
   done
   [ "$missing" = 0 ] && return 0
@@ -212,7 +213,7 @@ build_debs() {
 
 if [ "${1:-}" = "--print" ]; then print_paths; exit $?; fi
 
-only=("${@:-debs kube etcd helm dex containerd coredns}")
-for t in ${only[@]}; do "build_$t"; done
+if [ $# -gt 0 ]; then groups=("$@"); else groups=(debs kube etcd helm dex containerd coredns); fi
+for t in "${groups[@]}"; do "build_$t"; done
 # With named groups only those were built: the others may be missing, and that is fine.
 print_paths || [ $# -gt 0 ]
