@@ -26,11 +26,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-
-from tests.controlplane import tools, wait_until  # noqa: E402
-from tests.e2e.workloads import (  # noqa: E402
+from tests.controlplane import tools, wait_until
+from tests.e2e.workloads import (
     RESOURCE_SERVER,
     deployment,
     installed,
@@ -38,9 +35,9 @@ from tests.e2e.workloads import (  # noqa: E402
     pods_of,
     wait_ready,
 )
-from tests.idp import OidcProvider, OidcProviderFactory, default_oidc_clients  # noqa: E402
-from tests.images import images  # noqa: E402
-from tests.node import HOST_IP, Node  # noqa: E402
+from tests.idp import OidcProvider, OidcProviderFactory, default_oidc_clients
+from tests.images import images
+from tests.node import HOST_IP, Node
 
 TTL = 10  # seconds: short, so refreshes happen while you watch
 NAMESPACE = "demo"

@@ -26,7 +26,8 @@ pytestmark = [pytest.mark.node, pytest.mark.idp, pytest.mark.slow]
 def test_the_demo_runs_unattended_and_cleans_up(node: Node) -> None:
     before = set(Path(tempfile.gettempdir()).glob("token-refresher-demo-*"))
     proc = subprocess.run(
-        [sys.executable, str(REPO / "hack" / "demo.py"), "--non-interactive", "--watch", "8"],
+        [sys.executable, "-m", "hack.demo", "--non-interactive", "--watch", "8"],
+        cwd=REPO,
         capture_output=True,
         text=True,
         timeout=580,
