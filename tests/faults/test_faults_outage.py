@@ -60,7 +60,10 @@ def next_refresh_in(sidecar) -> float:
 def test_outages_shorter_than_the_margin_never_show_the_app_an_expired_token(
     oidc_provider, proxy_for, reports, sidecars
 ) -> None:
-    ttl = 10  # refresh at 4..6 s (ratio 0.5 ± 0.1): at least 4 s of margin
+    # Refresh at 8..12 s (ratio 0.5 ± 0.1): at least 8 s of margin, so that even on a
+    # loaded machine (a restarting IdP takes seconds there) each outage stays well inside
+    # it. Nothing below times the sidecar: the checks are the app's reads and /readyz.
+    ttl = 20
     margin = ttl * (1 - 0.5 - 0.1)
     idp = oidc_provider(ttl=ttl)
     proxy = proxy_for(idp)
@@ -98,17 +101,21 @@ def test_outages_shorter_than_the_margin_never_show_the_app_an_expired_token(
             outage()
             lasted = time.monotonic() - began
             assert lasted < margin - 0.5, f"{name}: the outage ({lasted:.1f} s) was not short"
+            # A recovery slower than the margin would show as an expired read or a 503
+            # below; this wait only bounds the test.
             sidecar.wait_status(
-                f"recovery after {name}", lambda s: s["state"] == "ready", timeout=margin
+                f"recovery after {name}", lambda s: s["state"] == "ready", timeout=ttl * 3
             )
             assert sidecar.attempts("transient_error") > failed_before, (
                 f"{name}: no refresh met the outage"
             )
         assert ready.bad == [], ready.bad
-        assert ready.polls > 100
+        # The watchers really watched (counts that hold on a loaded machine too: the run
+        # lasts over 30 s, polls and reads are every 50 ms or so when the CPU allows).
+        assert ready.polls > 50
     assert app.violations == [], app.violations
     assert app.missing == 0
-    assert app.reads > 1000
+    assert app.reads > 100
     assert len(app.tokens) >= 4
     assert "expired" not in reports.states()
     assert reports.states().count("recovered") >= 1
