@@ -32,7 +32,10 @@ from faults_harness import TokenReader, wait_until
 
 pytestmark = [pytest.mark.idp, pytest.mark.slow]
 
-TTL = 5  # seconds; client_credentials tokens of the shared oidc-provider
+# Seconds; client_credentials tokens of the shared oidc-provider. Long beside the 2.2 s
+# window of faults, so that a loaded machine still sees the whole window, and recovery,
+# within the token's life (the app's reads would show an expired token otherwise).
+TTL = 15
 CANARY = "SECRET-CANARY-fault-token"
 TIMEOUT = 0.5
 BACKOFF_MAX = 0.3
@@ -40,7 +43,7 @@ PERMANENT = 3.0  # PERMANENT_ERROR_INTERVAL, the ceiling: the first retry after 
 WINDOW = 2.2  # seconds of faulty answers after the first faulty attempt
 
 SETTINGS = {
-    "REFRESH_RATIO": 0.1,  # first refresh 0.5 s after the token arrived
+    "REFRESH_RATIO": 0.05,  # first refresh 0.75 s after the token arrived
     "JITTER": 0,
     "MIN_REFRESH_INTERVAL": 0,
     "TIMEOUT": TIMEOUT,
@@ -241,15 +244,16 @@ def test_idp_fault_keeps_the_last_good_token_and_is_retried_as_named(
         attempts = status["consecutive_failures"]
         assert attempts >= 1
         assert sidecar.attempts(_outcome(case)) >= attempts  # the metrics count them too
-        _check_spacing(case, in_window, attempts)
+        _check_spacing(case, in_window, attempts, _planned_retries(sidecar, case))
         failing = reports.wait_for("failing", error=case.error)
         assert failing["consecutive_failures"] >= 1
         assert failing["namespace"] == "faults"
 
         # The IdP is back: the next attempt succeeds, before the token expires.
         proxy.set(Fault.passthrough())
+        # The bound is the token's life: a later recovery would show as an expired read.
         status = sidecar.wait_status(
-            "recovery", lambda s: s["state"] == "ready" and s["refresh_count"] >= 2, timeout=4
+            "recovery", lambda s: s["state"] == "ready" and s["refresh_count"] >= 2, timeout=TTL
         )
         assert status["consecutive_failures"] == 0
         assert sidecar.output.read_bytes() != good
@@ -268,22 +272,36 @@ def _outcome(case: Case) -> str:
     return "permanent_error" if case.behaviour == "permanent" else "transient_error"
 
 
-def _check_spacing(case: Case, times: list[float], attempts: int) -> None:
+def _planned_retries(sidecar, case: Case) -> list[float]:
+    """The delays the sidecar planned after each faulty attempt (its `retry_in`): the
+    plan, on the sidecar's own clock, which a loaded machine may only delay."""
+    return [
+        float(line["retry_in"])
+        for line in sidecar.logs()
+        if line.get("error") == case.error and "retry_in" in line
+    ]
+
+
+def _check_spacing(case: Case, times: list[float], attempts: int, planned: list[float]) -> None:
+    # Measured gaps are checked only from below (load delays, it never hastens); the
+    # upper bounds are the sidecar's own plan.
     gaps = [round(b - a, 3) for a, b in pairwise(times)]
+    assert planned, "no faulty attempt logged its retry_in"
     if case.behaviour == "permanent":
         # 2.7..3.3 s apart: nothing else in a 2.2 s window.
         assert attempts == 1, f"a permanent error was retried {attempts} times in {WINDOW} s"
+        assert all(delay > WINDOW for delay in planned), planned
         return
     if case.behaviour == "retry-after":
         assert len(times) >= 2, times
         assert all(gap >= 0.95 for gap in gaps), f"Retry-After: 1 not honoured: {gaps}"
+        assert all(delay >= 1 for delay in planned), planned
         assert attempts <= 3, attempts
         return
-    # Backoff: BACKOFF_MAX 0.3 s, plus TIMEOUT for faults that hang.
-    per_attempt = BACKOFF_MAX + (TIMEOUT if case.error == "timeout" else 0.1)
-    assert attempts >= int(WINDOW / (per_attempt + 0.2)), f"{attempts} attempts, {gaps}"
+    # Backoff: full jitter up to BACKOFF_MAX 0.3 s, so several attempts in the window.
+    assert attempts >= 2, f"{attempts} attempts, {gaps}"
     assert all(gap >= 0.05 for gap in gaps), f"below the backoff floor: {gaps}"
-    assert all(gap <= per_attempt + 0.3 for gap in gaps), f"backoff too slow: {gaps}"
+    assert all(delay <= BACKOFF_MAX for delay in planned), f"backoff above its cap: {planned}"
 
 
 def _nothing_leaked(sidecar, reports, client_secret: str) -> None:
