@@ -6,9 +6,10 @@ allowed and echoes what it got. Annotations never hold secrets (they only *name*
 Secret and a key), so echoing them is safe.
 
 The checks here are the ones that need no knowledge of the sidecar's settings model
-(enum spellings, `<secret>/<key>` forms, paths, container names). Whether the whole
-combination makes a working sidecar is decided by the sidecar's own model in `patch`,
-so the two can never disagree.
+(enum spellings, `<secret>/<key>` forms, paths, container names, token names). Whether
+the whole combination makes a working sidecar is decided by the sidecar's own model in
+`patch`, so the two can never disagree. A key suffixed `.<name>` sets that setting for
+the named token `<name>` (issue 17); the unsuffixed keys are the default token, as ever.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import re
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 
-from token_refresher.settings import ClientAuth, Grant
+from token_refresher.settings import DEFAULT_TOKEN, MAX_TOKENS, TOKEN_NAME, ClientAuth, Grant
 from token_refresher_operator.errors import AnnotationError
 
 __all__ = [
@@ -28,13 +29,18 @@ __all__ = [
     "INJECT",
     "INJECTED",
     "KEYS",
+    "MAX_TOKENS",
     "MAX_VALUE_LENGTH",
+    "PER_TOKEN_KEYS",
     "PREFIX",
+    "RESERVED_TOKEN",
     "InjectionSpec",
+    "NamedToken",
     "SecretRef",
     "annotation",
     "merge",
     "parse",
+    "token_errors",
     "value_errors",
     "wants_injection",
 ]
@@ -86,6 +92,13 @@ KEYS = frozenset(
     }
 )
 _MARKERS = frozenset({"inject", "injected"})
+# What one token may set for itself as `<key>.<name>`. The others describe the pod: one
+# sidecar, one volume, one mount path, one list of containers for all its tokens.
+PER_TOKEN_KEYS = KEYS - _MARKERS - {"mount-path", "containers"}
+
+# The unnamed token's name in metrics, /status, reports and logs, so no named token's;
+# the limit of 8 tokens per pod and the form of a name are the sidecar's too.
+RESERVED_TOKEN = DEFAULT_TOKEN
 
 # Secret names are DNS-1123 subdomains; Secret keys are [-._a-zA-Z0-9]+ (both ≤ 253).
 _DNS1123_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
@@ -108,6 +121,27 @@ class SecretRef:
 
     secret: str
     key: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class NamedToken:
+    """A named token: its own settings, keyed by annotation without the `.<name>` suffix.
+
+    Only what the pod (or the cluster defaults) set for this token: the rest it inherits
+    from the default token in the sidecar, which applies the credentials safety rule.
+    """
+
+    name: str
+    settings: Mapping[str, str]
+    file: str  # its file name inside the mount: `file.<name>`, else the name
+
+    def key(self, setting: str) -> str:
+        """The annotation that sets `setting` for this token: `audience.payments`."""
+        return f"{setting}.{self.name}"
+
+    def ref(self, setting: str) -> SecretRef | None:
+        value = self.settings.get(setting)
+        return _secret_ref(value) if value is not None else None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -135,10 +169,14 @@ class InjectionSpec:
     refresh_ratio: str | None = None
     subject_token_type: str | None = None
     token_params: str | None = None
+    tokens: tuple[NamedToken, ...] = ()  # sorted by name
 
     @property
     def token_file(self) -> str:
         return posixpath.join(self.mount_path, self.file)
+
+    def file_of(self, token: NamedToken) -> str:
+        return posixpath.join(self.mount_path, token.file)
 
 
 def wants_injection(annotations: Mapping[str, str] | None) -> bool:
@@ -279,6 +317,71 @@ _CHECKS: dict[str, Callable[[str], str | None]] = {
 }
 
 
+_UNKNOWN = "unknown setting; known: " + ", ".join(sorted(KEYS - _MARKERS))
+
+
+def _shown(key: str) -> str:
+    # Escaped, so the denial stays one line whatever the name holds, and cut: mutating
+    # webhooks see a pod before the apiserver checks its annotation names' length.
+    return repr(key[:_SHOWN_KEY_LENGTH])[1:-1] + ("…" if len(key) > _SHOWN_KEY_LENGTH else "")
+
+
+def _named_key_problem(setting: str, token: str, *, name: Callable[[str], str]) -> str | None:
+    """What is wrong with the key `<setting>.<token>` itself, or None."""
+    if setting not in KEYS:
+        return _UNKNOWN
+    if setting not in PER_TOKEN_KEYS:
+        return (
+            f"{setting} is set for the whole pod, not per token: use {name(setting)} "
+            f"(per token: {', '.join(sorted(PER_TOKEN_KEYS))})"
+        )
+    if token == RESERVED_TOKEN:
+        return (
+            f"{RESERVED_TOKEN!r} is the name of the unnamed token: set {name(setting)} "
+            "for it, or give this token another name"
+        )
+    if len(token) > 63 or not TOKEN_NAME.fullmatch(token):
+        return (
+            f"the token name after '{setting}.' must be a DNS label: lower-case letters, "
+            "digits and '-', starting and ending with a letter or digit, at most 63 "
+            f"characters, such as payments (got {_shown(token)!r})"
+        )
+    return None
+
+
+def _named(values: Mapping[str, str]) -> dict[str, dict[str, str]]:
+    """Named tokens' settings by name, from the keys that are well formed."""
+    tokens: dict[str, dict[str, str]] = {}
+    for key, value in values.items():
+        if "." in key:
+            setting, _, token = key.partition(".")
+            if _named_key_problem(setting, token, name=annotation) is None:
+                tokens.setdefault(token, {})[setting] = value
+    return tokens
+
+
+def token_errors(
+    values: Mapping[str, str], *, name: Callable[[str], str] = annotation
+) -> list[str]:
+    """Too many tokens: one line per token past the limit, naming its first key.
+
+    Which tokens are "past" it is the alphabetical order of their names: arbitrary, but
+    the same on every try.
+    """
+    tokens = _named(values)
+    if len(tokens) < MAX_TOKENS:
+        return []
+    problems = []
+    for token in sorted(tokens)[MAX_TOKENS - 1 :]:
+        first = min(tokens[token])
+        problems.append(
+            f"{name(f'{first}.{token}')}: too many tokens: a pod has at most {MAX_TOKENS}, "
+            f"the default one included, and these annotations name {len(tokens) + 1} "
+            f"(drop token {token!r} or another)"
+        )
+    return problems
+
+
 def value_errors(
     values: Mapping[str, str], *, name: Callable[[str], str] = annotation
 ) -> list[str]:
@@ -290,13 +393,15 @@ def value_errors(
     problems: list[str] = []
     for key in sorted(values):
         value = values[key]
-        if key not in KEYS:
-            known = ", ".join(sorted(KEYS - _MARKERS))
-            # Escaped, so the denial stays one line whatever the name holds.
-            shown = repr(key[:_SHOWN_KEY_LENGTH])[1:-1] + (
-                "…" if len(key) > _SHOWN_KEY_LENGTH else ""
-            )
-            problems.append(f"{name(shown)}: unknown setting; known: {known}")
+        setting = key
+        if "." in key:  # `<setting>.<name>`: a named token's
+            setting, _, token = key.partition(".")
+            problem = _named_key_problem(setting, token, name=name)
+            if problem is not None:
+                problems.append(f"{name(_shown(key))}: {problem}")
+                continue
+        elif key not in KEYS:
+            problems.append(f"{name(_shown(key))}: {_UNKNOWN}")
             continue
         if key in _MARKERS:
             continue
@@ -305,10 +410,26 @@ def value_errors(
                 f"{name(key)}: must be at most {MAX_VALUE_LENGTH} characters (got {len(value)})"
             )
             continue
-        check = _CHECKS.get(key, _check_text)
+        check = _CHECKS.get(setting, _check_text)
         problem = check(value)
         if problem is not None:
             problems.append(f"{name(key)}: {problem}")
+    return problems
+
+
+def _file_clashes(default_file: str, named: Mapping[str, Mapping[str, str]]) -> list[str]:
+    # Two tokens in one file would overwrite each other on every refresh.
+    owner = {default_file: RESERVED_TOKEN}
+    problems = []
+    for token in sorted(named):
+        file = named[token].get("file", token)
+        if file in owner:
+            problems.append(
+                f"{annotation('file.' + token)}: token {token} would be written to the file "
+                f"{file!r}, which is token {owner[file]}'s: give it another file name"
+            )
+        else:
+            owner[file] = token
     return problems
 
 
@@ -327,6 +448,12 @@ def parse(
     """
     values = merge(annotations=annotations, defaults=defaults)
     problems = value_errors(values)
+    # Only pods that name a token pay for reading them (most name none).
+    named = _named(values) if any("." in key for key in values) else {}
+    if named:
+        problems += token_errors(values)
+        if not problems:
+            problems += _file_clashes(values.get("file", DEFAULT_FILE), named)
     selected: tuple[str, ...] | None = None
     if "containers" in values and not any(p.startswith(annotation("containers")) for p in problems):
         selected = _container_list(values["containers"])
@@ -343,7 +470,12 @@ def parse(
     def ref(key: str) -> SecretRef | None:
         return _secret_ref(values[key]) if key in values else None
 
+    tokens = tuple(
+        NamedToken(name=token, settings=named[token], file=named[token].get("file", token))
+        for token in sorted(named)
+    )
     return InjectionSpec(
+        tokens=tokens,
         issuer=values.get("issuer"),
         token_url=values.get("token-url"),
         grant=Grant(values.get("grant", Grant.CLIENT_CREDENTIALS.value)),

@@ -29,7 +29,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from token_refresher_operator.annotations import PREFIX, value_errors
+from token_refresher_operator.annotations import PREFIX, token_errors, value_errors
 from token_refresher_operator.errors import ConfigError
 
 __all__ = [
@@ -228,6 +228,8 @@ class ClusterConfig(BaseModel):
     @classmethod
     def _default_values(cls, value: dict[str, str]) -> dict[str, str]:
         problems = value_errors(value, name=lambda key: f"defaults.{key}")
+        # Named keys (`audience.payments`) give every injected pod that token.
+        problems += token_errors(value, name=lambda key: f"defaults.{key}")
         if problems:
             raise ValueError("\n".join(problems))
         return value

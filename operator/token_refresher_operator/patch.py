@@ -9,20 +9,37 @@ The env rendered for the sidecar is validated with the sidecar's own settings mo
 (`token_refresher.settings.Settings.from_env`), and its messages are translated back to
 annotation names, so a pod is denied at admission for exactly the reasons the sidecar
 would have refused to start, in words about what the user wrote.
+
+Named tokens (`<setting>.<name>` annotations, issue 17) go into the one env var
+`TOKEN_REFRESHER_TOKENS` as JSON holding only what each token sets itself: the sidecar's
+model does the inheriting from the default token, credentials only at the same IdP. The
+operator only adds what needs Kubernetes: their Secrets and service-account tokens,
+mounted into the sidecar alone, and `TOKEN_FILE_<NAME>` in the app containers.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import json
 import re
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
 
-from token_refresher.settings import ClientAuth, Grant, Settings, config_errors, env_name
+from token_refresher.settings import (
+    ENV_PREFIX,
+    ClientAuth,
+    Grant,
+    Settings,
+    config_errors,
+    env_name,
+)
 from token_refresher_operator.annotations import (
     INJECTED,
     InjectionSpec,
+    NamedToken,
     SecretRef,
     annotation,
     parse,
@@ -49,6 +66,7 @@ __all__ = [
     "SIDECAR_UID",
     "STATE_FILE",
     "STATE_VOLUME",
+    "TOKENS_ENV",
     "TOKEN_VOLUME",
     "build_patch",
     "check_env",
@@ -64,6 +82,7 @@ TOKEN_VOLUME = "token-refresher-token"
 STATE_VOLUME = "token-refresher-state"
 SA_TOKEN_VOLUME = "token-refresher-sa-token"
 REPORT_TOKEN_VOLUME = "token-refresher-report-token"
+TOKENS_ENV = env_name("tokens")  # named tokens, as JSON (docs/CONTRACTS.md)
 SECRET_VOLUMES = {
     "client-secret": "token-refresher-client-secret",
     "private-key": "token-refresher-private-key",
@@ -102,6 +121,11 @@ _ANNOTATION_OF = {
     env_name("subject_token_type"): "subject-token-type",
     env_name("token_params"): "token-params",
 }
+# A named token's setting: annotation -> the sidecar field it sets (the same table).
+_FIELD_OF = {key: env[len(ENV_PREFIX) :].lower() for env, key in _ANNOTATION_OF.items()}
+# `TOKEN_REFRESHER_TOKENS__<NAME>__<FIELD>`: the sidecar's name for a named token's
+# setting, NAME upper-cased as written; or `TOKEN_REFRESHER_TOKENS__<NAME>`, the token.
+_TOKEN_ENV_NAME = re.compile(r"\bTOKEN_REFRESHER_TOKENS__([A-Z0-9-]+)(?:__([A-Z_]+))?\b")
 _ENV_NAME = re.compile(r"\bTOKEN_REFRESHER_[A-Z_]+\b")
 
 
@@ -147,7 +171,90 @@ def _secret_refs(spec: InjectionSpec) -> dict[str, SecretRef]:
     return {kind: ref for kind, ref in refs.items() if ref is not None}
 
 
-def render_env(*, spec: InjectionSpec, config: ClusterConfig, report_audience: str) -> list[EnvVar]:
+@dataclass
+class _Named:
+    """What the named tokens add: their settings (JSON), and Secret and service-account
+    token volumes with the sidecar's mount directory of each."""
+
+    settings: dict[str, dict[str, str]] = dataclasses.field(default_factory=dict)
+    volumes: list[tuple[Volume, str]] = dataclasses.field(default_factory=list)
+
+
+_NO_NAMED = _Named()  # read only
+
+
+def _same_idp(spec: InjectionSpec, token: NamedToken) -> bool:
+    # As the sidecar decides whether credentials are inherited; it compares the URLs
+    # normalised, so where it finds the same IdP and this does not, it inherits anyway.
+    own = token.settings
+    return own.get("issuer", spec.issuer) == spec.issuer and (
+        own.get("token-url", spec.token_url) == spec.token_url
+    )
+
+
+def _named(spec: InjectionSpec, *, mode: int) -> _Named:
+    """Named tokens' JSON settings and volumes; secrets shared where the ref is the same."""
+    named = _Named()
+    # (kind, ref) -> file: the default token's first, so an equal ref reuses its mount.
+    files = {(kind, ref): _secret_file(kind) for kind, ref in _secret_refs(spec).items()}
+    sa_files: dict[str, str] = {}
+    if _needs_sa_token(spec) and spec.service_account_audience:
+        sa_files[spec.service_account_audience] = f"{CREDENTIALS_DIR}/serviceaccount/token"
+    for index, token in enumerate(spec.tokens, 1):
+        own: dict[str, str] = {}
+        for key, value in token.settings.items():
+            if key in SECRET_VOLUMES:
+                ref = token.ref(key)
+                assert ref is not None  # checked by annotations.parse
+                if (key, ref) not in files:
+                    volume = f"token-refresher-{index}-{key}"
+                    directory = f"{CREDENTIALS_DIR}/tokens/{token.name}/{key}"
+                    named.volumes.append((_secret_volume(volume, key, ref, mode), directory))
+                    files[key, ref] = f"{directory}/{key}"
+                own[_FIELD_OF[key]] = files[key, ref]
+            elif key == "file":
+                own["output"] = spec.file_of(token)
+            elif key != "service-account-audience":
+                own[_FIELD_OF[key]] = value
+        audience = _sa_audience(spec, token)
+        if audience is not None:
+            if audience not in sa_files:
+                volume = f"{SA_TOKEN_VOLUME}-{len(sa_files) + 1}"
+                directory = f"{CREDENTIALS_DIR}/serviceaccount-{len(sa_files) + 1}"
+                named.volumes.append((_projected_token(volume, audience), directory))
+                sa_files[audience] = f"{directory}/token"
+            own["service_account_token_file"] = sa_files[audience]
+        named.settings[token.name] = own
+    return named
+
+
+def _sa_audience(spec: InjectionSpec, token: NamedToken) -> str | None:
+    """The audience of the service-account token a named token needs, if it needs one
+    the sidecar would not inherit from the default token as rendered."""
+    own = token.settings
+    same_idp = _same_idp(spec, token)
+    grant = Grant(own.get("grant", spec.grant.value))
+    auth = own.get("client-auth", spec.client_auth.value if spec.client_auth else None)
+    if "client-auth" not in own and not same_idp:
+        auth = None  # a credential setting: not inherited from another IdP's token
+    if grant not in (Grant.TOKEN_EXCHANGE, Grant.JWT_BEARER) and auth != ClientAuth.SERVICE_ACCOUNT:
+        return None
+    if "service-account-audience" in own:
+        return own["service-account-audience"]
+    if same_idp and not _needs_sa_token(spec):
+        # The default renders no token file to inherit; the unnamed audience is this
+        # token's too, as every other unnamed setting is.
+        return spec.service_account_audience
+    return None  # inherited from the default, or (another IdP) missing: the sidecar says
+
+
+def render_env(
+    *,
+    spec: InjectionSpec,
+    config: ClusterConfig,
+    report_audience: str,
+    named: _Named | None = None,
+) -> list[EnvVar]:
     """The sidecar's TOKEN_REFRESHER_* env for this pod."""
     env: list[EnvVar] = []
 
@@ -177,6 +284,9 @@ def render_env(*, spec: InjectionSpec, config: ClusterConfig, report_audience: s
     put("subject_token_type", spec.subject_token_type)
     put("token_params", spec.token_params)
     put("state_file", STATE_FILE)
+    if spec.tokens:
+        named = named if named is not None else _named(spec, mode=0o444)
+        put("tokens", json.dumps(named.settings, separators=(",", ":"), sort_keys=True))
     put("listen", f"0.0.0.0:{config.sidecar.port}")
     for field, path in (
         ("pod_name", "metadata.name"),
@@ -193,7 +303,17 @@ def render_env(*, spec: InjectionSpec, config: ClusterConfig, report_audience: s
     return env
 
 
+def _token_annotation(match: re.Match[str]) -> str:
+    token, field_name = match.group(1).lower(), match.group(2)
+    if field_name is None:
+        return f"token {token}"
+    key = _ANNOTATION_OF.get(ENV_PREFIX + field_name)
+    return annotation(f"{key}.{token}") if key is not None else match.group(0)
+
+
 def _to_annotations(line: str) -> str:
+    if "TOKEN_REFRESHER_TOKENS__" in line:
+        line = _TOKEN_ENV_NAME.sub(_token_annotation, line)
     translated = _ENV_NAME.sub(
         lambda m: (
             annotation(_ANNOTATION_OF[m.group(0)]) if m.group(0) in _ANNOTATION_OF else m.group(0)
@@ -235,33 +355,39 @@ def _probe(path: str, port: int, *, period: int, failures: int) -> Probe:
     }
 
 
+def _secret_mode(pod: Pod) -> int:
+    # The sidecar runs as a non-root UID. Secret files are owned by root, so 0400 is
+    # readable only through the pod's fsGroup (the kubelet then adds group read); without
+    # one, 0444 is what lets the sidecar read them. Either way no other container mounts
+    # these volumes, so no other container can read them.
+    has_fs_group = "fsGroup" in (pod.get("spec", {}).get("securityContext") or {})
+    return 0o400 if has_fs_group else 0o444
+
+
+def _secret_volume(name: str, kind: str, ref: SecretRef, mode: int) -> Volume:
+    return {
+        "name": name,
+        "secret": {
+            "secretName": ref.secret,
+            "items": [{"key": ref.key, "path": kind}],
+            "defaultMode": mode,
+        },
+    }
+
+
 def _volumes(
-    *, spec: InjectionSpec, config: ClusterConfig, pod: Pod, report_audience: str
+    *, spec: InjectionSpec, config: ClusterConfig, mode: int, named: _Named, report_audience: str
 ) -> list[Volume]:
     size = config.sidecar.volume_size_limit
     volumes: list[Volume] = [
         {"name": TOKEN_VOLUME, "emptyDir": {"medium": "Memory", "sizeLimit": size}},
         {"name": STATE_VOLUME, "emptyDir": {"medium": "Memory", "sizeLimit": size}},
     ]
-    # The sidecar runs as a non-root UID. Secret files are owned by root, so 0400 is
-    # readable only through the pod's fsGroup (the kubelet then adds group read); without
-    # one, 0444 is what lets the sidecar read them. Either way no other container mounts
-    # these volumes, so no other container can read them.
-    has_fs_group = "fsGroup" in (pod.get("spec", {}).get("securityContext") or {})
-    mode = 0o400 if has_fs_group else 0o444
     for kind, ref in _secret_refs(spec).items():
-        volumes.append(
-            {
-                "name": SECRET_VOLUMES[kind],
-                "secret": {
-                    "secretName": ref.secret,
-                    "items": [{"key": ref.key, "path": kind}],
-                    "defaultMode": mode,
-                },
-            }
-        )
+        volumes.append(_secret_volume(SECRET_VOLUMES[kind], kind, ref, mode))
     if _needs_sa_token(spec) and spec.service_account_audience:
         volumes.append(_projected_token(SA_TOKEN_VOLUME, spec.service_account_audience))
+    volumes.extend(volume for volume, _ in named.volumes)
     if config.report is not None:
         volumes.append(_projected_token(REPORT_TOKEN_VOLUME, report_audience))
     return volumes
@@ -285,7 +411,12 @@ def _projected_token(name: str, audience: str) -> Volume:
 
 
 def _sidecar(
-    *, spec: InjectionSpec, config: ClusterConfig, env: list[EnvVar], volumes: list[Volume]
+    *,
+    spec: InjectionSpec,
+    config: ClusterConfig,
+    env: list[EnvVar],
+    volumes: list[Volume],
+    named: _Named,
 ) -> Container:
     mounts: list[VolumeMount] = [
         {"name": TOKEN_VOLUME, "mountPath": spec.mount_path},
@@ -308,6 +439,8 @@ def _sidecar(
                 "readOnly": True,
             }
         )
+    for volume, directory in named.volumes:
+        mounts.append({"name": volume["name"], "mountPath": directory, "readOnly": True})
     if REPORT_TOKEN_VOLUME in names:
         mounts.append(
             {
@@ -356,7 +489,7 @@ def _append(
 
 
 def _conflicts(
-    *, pod: Pod, spec: InjectionSpec, targets: list[tuple[str, int, Container]]
+    *, pod: Pod, spec: InjectionSpec, named: _Named, targets: list[tuple[str, int, Container]]
 ) -> list[str]:
     problems: list[str] = []
     ours = {
@@ -365,6 +498,7 @@ def _conflicts(
         SA_TOKEN_VOLUME,
         REPORT_TOKEN_VOLUME,
         *SECRET_VOLUMES.values(),
+        *(volume["name"] for volume, _ in named.volumes),
     }
     for volume in pod.get("spec", {}).get("volumes") or []:
         if volume.get("name") in ours:
@@ -408,7 +542,9 @@ def build_patch(
         containers=[c.get("name", "") for c in containers],
         init_containers=[c.get("name", "") for c in init_containers],
     )
-    env = render_env(spec=spec, config=config, report_audience=report_audience)
+    mode = _secret_mode(pod)
+    named = _named(spec, mode=mode) if spec.tokens else _NO_NAMED
+    env = render_env(spec=spec, config=config, report_audience=report_audience, named=named)
     check_env(env)
 
     selected = spec.containers
@@ -421,12 +557,14 @@ def build_patch(
         for i, c in enumerate(init_containers)
         if selected is not None and c.get("name") in selected
     ]
-    problems = _conflicts(pod=pod, spec=spec, targets=targets)
+    problems = _conflicts(pod=pod, spec=spec, named=named, targets=targets)
     if problems:
         raise AnnotationError(problems)
 
-    volumes = _volumes(spec=spec, config=config, pod=pod, report_audience=report_audience)
-    sidecar = _sidecar(spec=spec, config=config, env=env, volumes=volumes)
+    volumes = _volumes(
+        spec=spec, config=config, mode=mode, named=named, report_audience=report_audience
+    )
+    sidecar = _sidecar(spec=spec, config=config, env=env, volumes=volumes, named=named)
     ops: list[JsonPatchOp] = []
 
     annotations = pod.get("metadata", {}).get("annotations")
@@ -440,13 +578,19 @@ def build_patch(
     _append(ops, "/spec/volumes", pod_spec.get("volumes"), list(volumes))
 
     mount: VolumeMount = {"name": TOKEN_VOLUME, "mountPath": spec.mount_path, "readOnly": True}
-    token_env: EnvVar = {"name": "TOKEN_FILE", "value": spec.token_file}
+    token_env: list[EnvVar] = [{"name": "TOKEN_FILE", "value": spec.token_file}]
+    token_env += (
+        {"name": f"TOKEN_FILE_{token.name.upper().replace('-', '_')}", "value": spec.file_of(token)}
+        for token in spec.tokens
+    )
     for kind, index, container in targets:
         base = f"/spec/{kind}/{index}"
         _append(ops, f"{base}/volumeMounts", container.get("volumeMounts"), [dict(mount)])
-        # A TOKEN_FILE the author set on purpose wins over ours.
-        if not any(var.get("name") == "TOKEN_FILE" for var in container.get("env") or []):
-            _append(ops, f"{base}/env", container.get("env"), [dict(token_env)])
+        # A TOKEN_FILE(_<NAME>) the author set on purpose wins over ours.
+        own = {var.get("name") for var in container.get("env") or []}
+        added = [dict(var) for var in token_env if var["name"] not in own]
+        if added:
+            _append(ops, f"{base}/env", container.get("env"), added)
 
     # Last, so the init container indices above still point where they did: the sidecar
     # goes first, so that init containers after it can already read the token.
