@@ -123,11 +123,14 @@ def render_note(
     description: str = "",
     consecutive_failures: int = 0,
     since: datetime | None = None,
+    token: str | None = None,
 ) -> str:
     """The Event's note for a report: IdP error, description, failures, since when.
 
     Nothing in it comes through unscrubbed: the error code is dropped whole if it looks
-    like a credential, the description has credential-looking values redacted.
+    like a credential, the description has credential-looking values redacted. A named
+    token's note starts `token <name>: ` ("token payments: refresh failing ..."); the
+    default token's reads as it did before there were named ones.
     """
     code = error if error and redact(error) == error else (REDACTED if error else None)
     what = code or "unknown error"
@@ -146,6 +149,8 @@ def render_note(
         failing = f" (failing{since_text})" if since_text else ""
         last = f"; last error was {what}" if code else ""
         note = f"Token refresh recovered{after}{failing}{last}"
+    if token is not None:
+        note = f"token {token}: {note.removeprefix('Token ')}"
     return _truncate(note, NOTE_LIMIT)
 
 
@@ -180,6 +185,7 @@ class SeriesKey:
     uid: str
     reason: str
     error: str | None = None
+    token: str | None = None  # a named token's name; None: the default token
 
 
 @dataclass(frozen=True)
@@ -277,15 +283,20 @@ class Aggregator:
                 writes.append(write)
         return writes
 
-    def end(self, *, namespace: str, pod: str, keep: str | None = None) -> list[Write]:
-        """Close every series of a pod except reason `keep` (recovered ends failing).
+    def end(
+        self, *, namespace: str, pod: str, keep: str | None = None, token: str | None = None
+    ) -> list[Write]:
+        """Close every series of a pod's token except reason `keep` (recovered ends
+        failing); another token's series go on.
 
         Returns the last writes of those with uncounted occurrences, whatever the
         interval: the final count should land.
         """
         writes = []
         for key, series in list(self._series.items()):
-            if key.namespace != namespace or key.pod != pod or key.reason == keep:
+            if key.namespace != namespace or key.pod != pod or key.token != token:
+                continue
+            if key.reason == keep:
                 continue
             if series.in_flight is None and series.count > series.written:
                 writes.append(self._issue(key, series, now=series.seen))
@@ -448,15 +459,23 @@ class EventRecorder:
         error: str | None,
         note: str,
         at: datetime,
+        token: str | None = None,
     ) -> None:
-        """Count one report; write now if the aggregator says so (in the background)."""
+        """Count one report; write now if the aggregator says so (in the background).
+
+        `token`: the named token the report is about, None for the default token. Each
+        token of a pod has its own series: two failing tokens are two Events.
+        """
         type_, reason = reason_for(state)
         now = self._clock()
         if state == "recovered":
-            # A recovery ends the failure series: the next failure is news again.
-            for final in self.aggregator.end(namespace=namespace, pod=pod, keep=reason):
+            # A recovery ends the token's failure series: the next failure is news again.
+            for final in self.aggregator.end(
+                namespace=namespace, pod=pod, keep=reason, token=token
+            ):
                 self._spawn(final)
-        key = SeriesKey(namespace, pod, uid, reason, error if state != "recovered" else None)
+        error = error if state != "recovered" else None
+        key = SeriesKey(namespace, pod, uid, reason, error, token)
         write = self.aggregator.observe(key, type=type_, note=note, at=at, now=now)
         if not (isinstance(write, CreateEvent) and write.count == 1):
             # Counted into the series of an Event rather than making one of its own.

@@ -31,6 +31,8 @@ from pydantic import (
     field_validator,
 )
 
+from token_refresher.settings import DEFAULT_TOKEN, TOKEN_NAME
+
 from .annotations import INJECTED
 from .errors import OperatorError
 from .events import State
@@ -91,6 +93,21 @@ class Report(BaseModel):
     description: Annotated[str, AfterValidator(_clean)] = Field("", max_length=4096)
     consecutive_failures: int = Field(0, ge=0, le=2**31 - 1)
     since: AwareDatetime | None = None
+    # Which of the pod's tokens (issue 17): a named token, or "default" (also: absent).
+    token: str | None = None
+
+    @field_validator("token")
+    @classmethod
+    def _token_name(cls, value: str | None) -> str | None:
+        if value is None or value == DEFAULT_TOKEN:
+            return None
+        if len(value) > 63 or not TOKEN_NAME.fullmatch(value):
+            # The value is not echoed: the 400 names the field and the rule only.
+            raise ValueError(
+                "must be a token name (a DNS label: at most 63 lower-case letters, digits "
+                "and '-', starting and ending with a letter or digit) or 'default'"
+            )
+        return value
 
     @field_validator("description", mode="before")
     @classmethod
@@ -111,7 +128,7 @@ def parse_report(body: bytes) -> Report:
         problems = []
         for err in exc.errors(include_url=False, include_input=False, include_context=False):
             where = ".".join(str(part) for part in err["loc"]) or "body"
-            problems.append(f"{where}: {err['msg']}")
+            problems.append(f"{where}: {err['msg'].removeprefix('Value error, ')}")
         raise ReportInvalid(problems) from None
     if report.state == "failing" and report.error is None:
         raise ReportInvalid(["error: required when state is failing"])

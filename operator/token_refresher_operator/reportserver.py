@@ -79,6 +79,7 @@ class Recorder(Protocol):
         error: str | None,
         note: str,
         at: datetime,
+        token: str | None = None,
     ) -> None: ...
 
 
@@ -167,8 +168,10 @@ def make_app(
                 description=report.description,
                 consecutive_failures=report.consecutive_failures,
                 since=report.since,
+                token=report.token,
             ),
             at=now(),
+            token=report.token,
         )
         metrics.accept(report.state)
         return web.json_response({"status": "accepted"}, status=202)

@@ -162,6 +162,7 @@ async def test_a_report_from_its_own_pod_is_accepted(
             "note": "Token refresh failing (3 consecutive failures since "
             "2026-11-22T01:00:00Z): invalid_client: Client authentication failed",
             "at": dt.datetime(2026, 11, 22, 1, 5, tzinfo=dt.UTC),
+            "token": None,  # the default token
         }
     ]
     assert fakes.metrics.accepted == {"failing": 1}
