@@ -62,6 +62,9 @@ VALUES: dict[str, dict[str, Any]] = {
             "mount-path": "/var/run/secrets/idp",
             "containers": "app,worker",
             "refresh-ratio": 0.5,
+            # A named token every injected pod gets (issue 17).
+            "audience.payments": "api://payments",
+            "refresh-ratio.payments": 0.4,
         },
         "sidecar": {
             "image": {"repository": "registry.example/tr", "digest": "sha256:" + "a" * 64},

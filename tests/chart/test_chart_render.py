@@ -487,6 +487,13 @@ def test_every_object_is_labelled_and_namespaced_in_the_release_namespace(
         "webhook.timeoutSeconds=60",
         "defaults.grant=password",
         "defaults.refresh-ratio=1.5",
+        # Named tokens' keys (issue 17): checked as the unnamed key is; a name is a DNS
+        # label other than default; mount-path and containers are not per token.
+        "defaults.grant\\.payments=password",
+        "defaults.issuer\\.partner=idp2.example",
+        "defaults.audience\\.Pay_ments=x",
+        "defaults.audience\\.default=x",
+        "defaults.mount-path\\.payments=/x",
     ],
 )
 def test_schema_rejects_unknown_keys_and_bad_values(chart: Chart, setting: str) -> None:

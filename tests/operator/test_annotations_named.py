@@ -6,6 +6,7 @@ the end hold that for any set of annotations, named ones included.
 
 from __future__ import annotations
 
+import json
 import string
 from pathlib import Path
 
@@ -27,6 +28,7 @@ from token_refresher_operator.config import ClusterConfig, load_cluster_config
 from token_refresher_operator.errors import AnnotationError, ConfigError
 
 P = PREFIX
+CHART = Path(__file__).resolve().parents[2] / "charts" / "token-refresher"
 BASE = {
     P + "inject": "true",
     P + "issuer": "https://idp.example/realms/prod",
@@ -189,6 +191,21 @@ def test_cluster_defaults_with_too_many_tokens_are_refused() -> None:
     eight = {f"audience.t{i}": "x" for i in range(1, MAX_TOKENS + 1)}
     with pytest.raises(ValueError, match=r"defaults\.audience\.t8: too many tokens"):
         ClusterConfig.model_validate({"defaults": eight})
+
+
+def test_the_charts_schema_takes_named_defaults_for_exactly_the_per_token_keys() -> None:
+    schema = json.loads((CHART / "values.schema.json").read_text())["properties"]["defaults"]
+    label = "[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?"
+    # Each named key is checked as its unnamed key is (helm cannot refuse `.default`
+    # by pattern, RE2 has no lookahead: propertyNames does).
+    expected = {
+        f"^{key}\\.{label}$": {"$ref": f"#/properties/defaults/properties/{key}"}
+        for key in schema["properties"]
+        if key in PER_TOKEN_KEYS
+    }
+    assert schema["patternProperties"] == expected
+    assert schema["propertyNames"] == {"not": {"pattern": "\\.default$"}}
+    assert {"mount-path", "containers"} <= set(schema["properties"]) - PER_TOKEN_KEYS
 
 
 # --- properties ------------------------------------------------------------------------------
