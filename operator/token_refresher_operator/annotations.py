@@ -448,8 +448,9 @@ def parse(
     """
     values = merge(annotations=annotations, defaults=defaults)
     problems = value_errors(values)
-    # Only pods that name a token pay for reading them (most name none).
-    named = _named(values) if any("." in key for key in values) else {}
+    # Only pods that name a token pay for reading them (most name none): one search of
+    # the joined keys, in C, is all the others pay.
+    named = _named(values) if "." in "".join(values) else {}
     if named:
         problems += token_errors(values)
         if not problems:

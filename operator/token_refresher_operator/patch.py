@@ -387,7 +387,8 @@ def _volumes(
         volumes.append(_secret_volume(SECRET_VOLUMES[kind], kind, ref, mode))
     if _needs_sa_token(spec) and spec.service_account_audience:
         volumes.append(_projected_token(SA_TOKEN_VOLUME, spec.service_account_audience))
-    volumes.extend(volume for volume, _ in named.volumes)
+    if named.volumes:
+        volumes.extend(volume for volume, _ in named.volumes)
     if config.report is not None:
         volumes.append(_projected_token(REPORT_TOKEN_VOLUME, report_audience))
     return volumes
@@ -498,8 +499,9 @@ def _conflicts(
         SA_TOKEN_VOLUME,
         REPORT_TOKEN_VOLUME,
         *SECRET_VOLUMES.values(),
-        *(volume["name"] for volume, _ in named.volumes),
     }
+    if named.volumes:
+        ours.update(volume["name"] for volume, _ in named.volumes)
     for volume in pod.get("spec", {}).get("volumes") or []:
         if volume.get("name") in ours:
             problems.append(
@@ -579,10 +581,14 @@ def build_patch(
 
     mount: VolumeMount = {"name": TOKEN_VOLUME, "mountPath": spec.mount_path, "readOnly": True}
     token_env: list[EnvVar] = [{"name": "TOKEN_FILE", "value": spec.token_file}]
-    token_env += (
-        {"name": f"TOKEN_FILE_{token.name.upper().replace('-', '_')}", "value": spec.file_of(token)}
-        for token in spec.tokens
-    )
+    if spec.tokens:
+        token_env += (
+            {
+                "name": f"TOKEN_FILE_{token.name.upper().replace('-', '_')}",
+                "value": spec.file_of(token),
+            }
+            for token in spec.tokens
+        )
     for kind, index, container in targets:
         base = f"/spec/{kind}/{index}"
         _append(ops, f"{base}/volumeMounts", container.get("volumeMounts"), [dict(mount)])
