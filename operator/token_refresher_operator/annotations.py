@@ -344,7 +344,7 @@ def _named_key_problem(setting: str, token: str, *, name: Callable[[str], str]) 
         return (
             f"the token name after '{setting}.' must be a DNS label: lower-case letters, "
             "digits and '-', starting and ending with a letter or digit, at most 63 "
-            f"characters, such as payments (got {_shown(token)!r})"
+            f"characters, such as payments (got '{_shown(token)}')"
         )
     return None
 
