@@ -11,9 +11,12 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 from tests.operator.test_events_aggregation import FakeEventsApi
 from tests.operator.test_report_endpoint import auth, client, fakes, report
+from token_refresher.settings import TOKEN_NAME
 from token_refresher_operator.events import (
     Aggregator,
     CreateEvent,
@@ -54,6 +57,26 @@ def test_a_token_that_is_no_name_is_a_bad_report_saying_why_without_echoing_it(
     assert "or 'default'" in line
     if token:
         assert token not in line.removeprefix("token: ")
+
+
+BAD_TOKEN = (
+    "token: must be a token name (a DNS label: at most 63 lower-case letters, digits and "
+    "'-', starting and ending with a letter or digit) or 'default'"
+)
+
+
+@given(st.text(max_size=80))
+@settings(max_examples=200, deadline=None)
+@example("payments")
+@example("default")
+def test_any_token_is_a_name_or_a_400_line_that_does_not_echo_it(token: str) -> None:
+    if TOKEN_NAME.fullmatch(token) is not None and len(token) <= 63:
+        assert parse_report(body(token=token)).token == (None if token == "default" else token)
+        return
+    with pytest.raises(ReportInvalid) as exc:
+        parse_report(body(token=token))
+    # One fixed sentence, whatever the token: nothing of it is echoed.
+    assert exc.value.lines == [BAD_TOKEN]
 
 
 def test_a_token_that_is_no_string_is_a_bad_report() -> None:
