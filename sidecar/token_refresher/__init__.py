@@ -2,8 +2,9 @@
 
 The sidecar fetches a token from an identity provider, refreshes it well ahead of expiry
 with jitter, retries outages with backoff, writes it atomically and never serves an
-expired one. Configuration is `Settings` (env prefix `TOKEN_REFRESHER_`); the loop is
-`Refresher`, its endpoints `StatusServer`, the whole daemon `serve`.
+expired one. Configuration is `Settings` (env prefix `TOKEN_REFRESHER_`); the loop of one
+token is `Refresher`, those of every token of the sidecar `Refreshers`, their endpoints
+`StatusServer`, the whole daemon `serve`.
 """
 
 import importlib
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
     )
     from .metrics import Metrics
     from .refresher import Refresher
+    from .refreshers import Refreshers
     from .report import Reporter
     from .server import StatusServer
     from .settings import ClientAuth, Grant, Settings, config_errors
@@ -41,6 +43,7 @@ __all__ = [
     "Metrics",
     "OutputError",
     "Refresher",
+    "Refreshers",
     "Reporter",
     "Settings",
     "StatusServer",
@@ -69,6 +72,7 @@ _MODULE_OF = {
     "Metrics": "metrics",
     "OutputError": "errors",
     "Refresher": "refresher",
+    "Refreshers": "refreshers",
     "Reporter": "report",
     "Settings": "settings",
     "StatusServer": "server",

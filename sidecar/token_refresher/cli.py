@@ -3,7 +3,8 @@
 Order matters here: settings and files are checked before anything touches the network,
 and a user's mistake ends as one line per problem and exit code 2, never a traceback.
 The daemon is arq-style: signal handlers on the loop, stop within a second of SIGTERM,
-one summary line on the way out.
+one summary line per token on the way out. Every token of the sidecar (the default one
+and those of TOKEN_REFRESHER_TOKENS) is served by one process (`Refreshers`).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pydantic import ValidationError
 from .credentials import check_files
 from .logs import configure, get_logger
 from .refresher import Refresher
+from .refreshers import Refreshers
 from .server import StatusServer, parse_listen
 from .settings import Settings, config_errors, env_name
 
@@ -44,8 +46,8 @@ def _parser() -> argparse.ArgumentParser:
         )
     lines += [
         "",
-        "exit codes: 0 stopped by SIGTERM/SIGINT (or --once wrote a token),",
-        "            1 --once got no token, 2 bad configuration",
+        "exit codes: 0 stopped by SIGTERM/SIGINT (or --once wrote every token),",
+        "            1 --once got no token for one of them, 2 bad configuration",
     ]
     parser = argparse.ArgumentParser(
         prog="token-refresher",
@@ -58,7 +60,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--once",
         action="store_true",
-        help="fetch one token, write it and exit (0 written, 1 no token, 2 bad configuration)",
+        help="fetch every token once, write them and exit (0 all written, 1 one or more "
+        "not, 2 bad configuration)",
     )
     return parser
 
@@ -69,7 +72,12 @@ def load_settings() -> Settings | list[str]:
         settings = Settings.from_env()
     except ValidationError as exc:
         return config_errors(exc)
-    return check_files(settings) or settings
+    problems = [
+        line
+        for name, token in settings.all_tokens().items()
+        for line in check_files(token, token=name)
+    ]
+    return problems or settings
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -90,12 +98,19 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 async def once(settings: Settings) -> int:
-    """Fetch and write one token: 0 if written, 1 if not."""
-    async with Refresher(settings) as refresher:
-        return EXIT_OK if await refresher.refresh() else EXIT_NO_TOKEN
+    """Fetch and write every token once, side by side: 0 if all were written, 1 if not."""
+    async with Refreshers(settings) as refreshers:
+        written = await refreshers.once()
+    if len(written) > 1:
+        missing = [name for name, ok in written.items() if not ok]
+        log.info(
+            f"wrote {sum(written.values())} of {len(written)} tokens"
+            + (f"; no token for {', '.join(missing)}" if missing else "")
+        )
+    return EXIT_OK if all(written.values()) else EXIT_NO_TOKEN
 
 
-async def serve(settings: Settings, *, refresher: Refresher | None = None) -> int:
+async def serve(settings: Settings, *, refresher: Refresher | Refreshers | None = None) -> int:
     """Run the daemon until SIGTERM/SIGINT (or `refresher.stop()`); returns the exit code."""
     loop = asyncio.get_running_loop()
     if refresher is None:
@@ -104,7 +119,9 @@ async def serve(settings: Settings, *, refresher: Refresher | None = None) -> in
             from .report import Reporter  # only then: a sidecar without it never loads it
 
             reporter = Reporter(settings)
-        refresher = Refresher(settings, reporter=reporter)
+        refresher = Refreshers(settings, reporter=reporter)
+    elif isinstance(refresher, Refresher):
+        refresher = Refreshers.of({refresher.name: refresher})
     reporter = refresher.reporter
     host, port = parse_listen(settings.listen)
     server = StatusServer(refresher, host, port)
@@ -129,16 +146,19 @@ async def serve(settings: Settings, *, refresher: Refresher | None = None) -> in
             # the caller stops us with refresher.stop().
             break
     report_task = asyncio.create_task(reporter.run()) if reporter is not None else None
-    log.info(
-        "token-refresher started",
-        extra={
-            "grant": settings.grant.value,
-            "output": str(settings.output),
-            "format": settings.format,
-            "listen": f"{host}:{server.port}",
-            "reporting": reporter is not None,
-        },
-    )
+    for name, each in refresher.refreshers.items():
+        token = each.settings
+        log.info(
+            "token-refresher started",
+            extra={
+                "token": name,
+                "grant": token.grant.value,
+                "output": str(token.output),
+                "format": token.format,
+                "listen": f"{host}:{server.port}",
+                "reporting": reporter is not None,
+            },
+        )
     try:
         await refresher.run()
     finally:
@@ -151,5 +171,6 @@ async def serve(settings: Settings, *, refresher: Refresher | None = None) -> in
         await refresher.aclose()
         if reporter is not None:
             await reporter.aclose()
-    log.info(refresher.summary())
+    for name, summary in refresher.summaries().items():
+        log.info(summary, extra={"token": name})
     return EXIT_OK

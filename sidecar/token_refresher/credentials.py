@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 from .errors import CredentialError
 from .redact import redactor
-from .settings import Settings, env_name
+from .settings import DEFAULT_TOKEN, Settings, token_env_name
 
 __all__ = ["CredentialFile", "PrivateKeyFile", "check_files", "ssl_context", "system_ssl_context"]
 
@@ -132,9 +132,15 @@ def _hashed(directory: str) -> bool:
         return False
 
 
-def check_files(settings: Settings) -> list[str]:
-    """One line per configured file that cannot be used now, naming its env var."""
+def check_files(settings: Settings, *, token: str = DEFAULT_TOKEN) -> list[str]:
+    """One line per configured file that cannot be used now, naming its env var (for a
+    named token, `TOKEN_REFRESHER_TOKENS__<NAME>__<FIELD>`). The report settings belong
+    to the whole sidecar: they are checked with the default token only."""
     problems: list[str] = []
+    process = token == DEFAULT_TOKEN
+
+    def env_name(field: str) -> str:
+        return token_env_name(token, field)
 
     def readable(field: str, what: str) -> None:
         path = getattr(settings, field)
@@ -147,7 +153,8 @@ def check_files(settings: Settings) -> list[str]:
 
     readable("client_secret_file", "client secret")
     readable("service_account_token_file", "service-account token")
-    readable("report_token_file", "report token")
+    if process:
+        readable("report_token_file", "report token")
     if settings.refresh_token_file is not None and not settings.effective_state_file.exists():
         readable("refresh_token_file", "refresh token")
     if settings.private_key_file is not None:
@@ -160,7 +167,7 @@ def check_files(settings: Settings) -> list[str]:
         ("report_ca_file", {"cafile": settings.report_ca_file}),
         ("report_ca", {"cadata": settings.report_ca}),
     ):
-        if next(iter(kwargs.values())) is None:
+        if next(iter(kwargs.values())) is None or (field.startswith("report") and not process):
             continue
         try:
             ssl_context(**kwargs)

@@ -5,20 +5,32 @@ that is what log pipelines index. Loggers obtained through `get_logger` carry a 
 that scrubs each record where it is created — before any handler, pytest's `caplog`
 included, sees it — and the formatters scrub again the final line, exceptions and
 third-party records included. httpx2 logs every request at INFO and authlib can log
-bodies at DEBUG; both are held at WARNING.
+bodies at DEBUG; both are held at WARNING. Every line about a token carries its name
+in a `token` field: a `Refresher` sets `current_token` around its work, and the filter
+copies it into each record, whichever module logs it.
 """
 
 from __future__ import annotations
 
+import contextvars
 import json
 import logging
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
 from .redact import redactor
 
-__all__ = ["JsonFormatter", "RedactingFilter", "TextFormatter", "configure", "get_logger"]
+__all__ = [
+    "JsonFormatter",
+    "RedactingFilter",
+    "TextFormatter",
+    "configure",
+    "current_token",
+    "get_logger",
+]
 
 # Attributes every LogRecord has; anything else came in through `extra=`.
 _STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
@@ -39,12 +51,33 @@ def _scrub(value: Any) -> Any:
     return value
 
 
+# The token whose work is running: a context variable, so each refresher's task (and
+# whatever it calls: the grant, the family, the writer) names its own token.
+_TOKEN: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "token_refresher_log_token", default=None
+)
+
+
+@contextmanager
+def current_token(name: str) -> Iterator[None]:
+    """Within this block (and the tasks it starts), log lines carry `token=name`."""
+    reset = _TOKEN.set(name)
+    try:
+        yield
+    finally:
+        _TOKEN.reset(reset)
+
+
 class RedactingFilter(logging.Filter):
-    """Replaces registered secrets and JWT-shaped strings in a record, in place."""
+    """Replaces registered secrets and JWT-shaped strings in a record, in place, and
+    adds the current token's name."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         record.msg = redactor.scrub(record.getMessage())
         record.args = None
+        token = _TOKEN.get()
+        if token is not None and not hasattr(record, "token"):
+            record.token = token
         for key, value in list(vars(record).items()):
             if key not in _STANDARD:
                 setattr(record, key, _scrub(value))

@@ -1,10 +1,12 @@
-"""Prometheus metrics of one refresher, in a registry of its own.
+"""Prometheus metrics of the sidecar's refreshers, in a registry of its own.
 
 A private `CollectorRegistry` rather than the global one: tests run many refreshers in
 one process, and the default process/platform collectors are the kubelet's job
 (cAdvisor already reports container CPU and memory). Names follow the Prometheus
 conventions: base units, `_total` counters, `_timestamp_seconds` gauges, so alerts can
-say `token_refresher_token_expiry_timestamp_seconds - time() < 300`.
+say `token_refresher_token_expiry_timestamp_seconds - time() < 300`. Every series
+about a token carries its name in the `token` label (`default` for the unnamed one), so
+one alert rule covers each token of a pod.
 """
 
 from __future__ import annotations
@@ -20,7 +22,9 @@ from prometheus_client import (
 )
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
 
-__all__ = ["CONTENT_TYPE", "Metrics", "Outcome"]
+from .settings import DEFAULT_TOKEN
+
+__all__ = ["CONTENT_TYPE", "Metrics", "Outcome", "TokenMetrics"]
 
 # The classic text format: what generate_latest writes, and what every scraper reads.
 CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
@@ -34,45 +38,62 @@ disable_created_metrics()  # type: ignore[no-untyped-call]
 
 
 class Metrics:
+    """The sidecar's registry: one family per series, each with a `token` label.
+
+    One registry for every token of the pod (issue 17): a family costs memory once, a
+    token only its label set. `token(name)` is the view a `Refresher` writes to.
+    """
+
     def __init__(self, *, family: bool = False) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self.refresh_total = Counter(
             "token_refresher_refresh",
             "Token refresh attempts by outcome.",
-            ["outcome"],
+            ["token", "outcome"],
             registry=self.registry,
         )
-        for outcome in ("success", "transient_error", "permanent_error"):
-            self.refresh_total.labels(outcome)  # export zeros, so rate() works from the start
         self.refresh_duration = Histogram(
             "token_refresher_refresh_duration_seconds",
             "Duration of one token request, including discovery.",
+            ["token"],
             buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
             registry=self.registry,
         )
         self.token_expiry = Gauge(
             "token_refresher_token_expiry_timestamp_seconds",
             "Expiry (Unix time) of the token on disk; 0 when there is none.",
+            ["token"],
             registry=self.registry,
         )
         self.last_success = Gauge(
             "token_refresher_last_success_timestamp_seconds",
             "Time (Unix) of the last successful refresh; 0 before the first.",
+            ["token"],
             registry=self.registry,
         )
         self.consecutive_failures = Gauge(
             "token_refresher_consecutive_failures",
             "Failed refresh attempts since the last success.",
+            ["token"],
             registry=self.registry,
         )
         self.next_refresh = Gauge(
             "token_refresher_next_refresh_timestamp_seconds",
             "Time (Unix) of the next planned refresh attempt.",
+            ["token"],
             registry=self.registry,
         )
+        self._tokens: dict[str, TokenMetrics] = {}
         self._family = False
         if family:
             self._family_metrics()
+
+    def token(self, name: str = DEFAULT_TOKEN) -> TokenMetrics:
+        """The series of one token (created with zeros on first use)."""
+        view = self._tokens.get(name)
+        if view is None:
+            view = self._tokens[name] = TokenMetrics(self, name)
+        return view
 
     def _family_metrics(self) -> None:
         if self._family:
@@ -84,36 +105,67 @@ class Metrics:
             "token_refresher_family_holder",
             "1 for the pod (label holder) that holds the shared refresh-token family, as "
             "this pod last read it; holds is 1 when that is this pod.",
-            ["holder", "holds"],
+            ["token", "holder", "holds"],
             registry=self.registry,
         )
         self.family_last_rotation = Gauge(
             "token_refresher_family_last_rotation_timestamp_seconds",
             "Time (Unix) the family's refresh token was last rotated, by any pod.",
+            ["token"],
             registry=self.registry,
         )
         self.apiserver_requests = Counter(
             "token_refresher_apiserver_requests",
             "Requests to the kube-apiserver for the family Secret, by verb and HTTP status "
             "(0: no answer).",
-            ["verb", "code"],
+            ["token", "verb", "code"],
             registry=self.registry,
         )
 
-    def apiserver_request(self, verb: str, status: int) -> None:
-        self._family_metrics()
-        self.apiserver_requests.labels(verb, str(status)).inc()
-
-    def family(self, *, holder: str | None, holds: bool, rotated_at: float | None) -> None:
-        self._family_metrics()
-        self.family_holder.clear()
-        if holder is not None:
-            self.family_holder.labels(holder, "1" if holds else "0").set(1)
-        self.family_last_rotation.set(rotated_at or 0)
-
-    def observe(self, outcome: Outcome, duration: float) -> None:
-        self.refresh_total.labels(outcome).inc()
-        self.refresh_duration.observe(duration)
-
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class TokenMetrics:
+    """One token's series in the shared `Metrics`: what a `Refresher` sets."""
+
+    def __init__(self, metrics: Metrics, name: str) -> None:
+        self.shared = metrics
+        self.name = name
+        for outcome in ("success", "transient_error", "permanent_error"):
+            metrics.refresh_total.labels(name, outcome)  # zeros, so rate() works at once
+        self.refresh_duration = metrics.refresh_duration.labels(name)
+        self.token_expiry = metrics.token_expiry.labels(name)
+        self.last_success = metrics.last_success.labels(name)
+        self.consecutive_failures = metrics.consecutive_failures.labels(name)
+        self.next_refresh = metrics.next_refresh.labels(name)
+        self._holder: tuple[str, str] | None = None  # this token's family_holder labels
+
+    def observe(self, outcome: Outcome, duration: float) -> None:
+        self.shared.refresh_total.labels(self.name, outcome).inc()
+        self.refresh_duration.observe(duration)
+
+    def apiserver_request(self, verb: str, status: int) -> None:
+        self.shared._family_metrics()
+        self.shared.apiserver_requests.labels(self.name, verb, str(status)).inc()
+
+    def family(self, *, holder: str | None, holds: bool, rotated_at: float | None) -> None:
+        shared = self.shared
+        shared._family_metrics()
+        # Only this token's series: another token may share no family, or another one.
+        if self._holder is not None:
+            shared.family_holder.remove(self.name, *self._holder)
+            self._holder = None
+        if holder is not None:
+            self._holder = (holder, "1" if holds else "0")
+            shared.family_holder.labels(self.name, *self._holder).set(1)
+        shared.family_last_rotation.labels(self.name).set(rotated_at or 0)
+
+    @property
+    def registry(self) -> CollectorRegistry:
+        """The shared registry (every token's series)."""
+        return self.shared.registry
+
+    def render(self) -> bytes:
+        """The whole registry, every token's series."""
+        return self.shared.render()

@@ -26,11 +26,11 @@ from .credentials import ssl_context
 from .errors import CoordinationError, CredentialError, IdPError, OutputError
 from .grants import Credentials
 from .idp import IdP
-from .logs import get_logger
+from .logs import current_token, get_logger
 from .metrics import Metrics, Outcome
 from .redact import redactor
 from .schedule import Random, first_refresh, next_refresh, permanent_delay, retry_delay
-from .settings import Settings
+from .settings import DEFAULT_TOKEN, Settings
 from .source import TokenSource
 from .tokens import Token
 from .watch import POLL_INTERVAL, CredentialWatch, watched_files
@@ -42,9 +42,9 @@ if TYPE_CHECKING:
     # loads either.
     from .holder import FamilyMember
     from .kube import KubeClient
-    from .report import Reporter
+    from .report import Reporter, TokenReporter
 
-__all__ = ["Refresher", "RefresherState"]
+__all__ = ["Refresher", "RefresherState", "new_client"]
 
 log = get_logger(__name__)
 
@@ -67,14 +67,19 @@ class Refresher:
 
     Use as `async with Refresher(settings) as r: await r.run()`; `stop()` ends `run`.
     `transport` (an httpx2 transport, e.g. `MockTransport`), `clock`, `random`,
-    `metrics` and `reporter` replace the real ones in tests.
+    `metrics` and `reporter` replace the real ones in tests. `name` is the token's
+    (`default` for the unnamed one): its label in metrics, logs and reports. `client`,
+    `metrics` and `reporter` may be shared by the refreshers of one sidecar
+    (`Refreshers`); a shared client is closed by whoever made it.
     """
 
     def __init__(
         self,
         settings: Settings,
         *,
+        name: str = DEFAULT_TOKEN,
         transport: httpx2.AsyncBaseTransport | None = None,
+        client: httpx2.AsyncClient | None = None,
         clock: Clock | None = None,
         random: Random | None = None,
         metrics: Metrics | None = None,
@@ -82,16 +87,17 @@ class Refresher:
         kube_transport: httpx2.AsyncBaseTransport | None = None,
     ) -> None:
         self.settings = settings
+        self.name = name
         self.clock: Clock = clock or SystemClock()
-        self.metrics = metrics or Metrics(family=settings.family_secret is not None)
+        shared_metrics = metrics or Metrics(family=settings.family_secret is not None)
+        self.metrics = shared_metrics.token(name)
         self.reporter = reporter
-        self._random = random or _random.random
-        self._client = httpx2.AsyncClient(
-            transport=transport,
-            verify=ssl_context(cafile=settings.ca_file),
-            timeout=settings.timeout,
-            headers={"User-Agent": _USER_AGENT},
+        self._reports: Reporter | TokenReporter | None = (
+            reporter.for_token(name) if reporter is not None else None
         )
+        self._random = random or _random.random
+        self._owns_client = client is None
+        self._client = client or new_client(settings, transport=transport)
         self._idp = IdP(settings, self._client, self.clock)
         self._credentials = Credentials(settings, clock=self.clock)
         self._kube: KubeClient | None = None
@@ -142,12 +148,14 @@ class Refresher:
         await self.aclose()
 
     async def aclose(self) -> None:
-        if self.family is not None:
-            await self.family.release()
-            self._record_family()
-        if self._kube is not None:
-            await self._kube.aclose()
-        await self._client.aclose()
+        with current_token(self.name):
+            if self.family is not None:
+                await self.family.release()
+                self._record_family()
+            if self._kube is not None:
+                await self._kube.aclose()
+            if self._owns_client:
+                await self._client.aclose()
 
     def stop(self) -> None:
         """Make `run` return soon; an attempt in flight is abandoned, never half-written."""
@@ -176,13 +184,16 @@ class Refresher:
         """
         if not self._valid or not self._writer.lost():
             return
-        try:
-            self._writer.restore(now=self.clock.time())
-        except OutputError as exc:
-            self._failed(exc, self.clock.monotonic())
-            self._wake.set()
-            return
-        log.warning(f"{self.settings.output} was deleted or replaced by someone else; restored it")
+        with current_token(self.name):
+            try:
+                self._writer.restore(now=self.clock.time())
+            except OutputError as exc:
+                self._failed(exc, self.clock.monotonic())
+                self._wake.set()
+                return
+            log.warning(
+                f"{self.settings.output} was deleted or replaced by someone else; restored it"
+            )
 
     @property
     def state(self) -> RefresherState:
@@ -200,26 +211,30 @@ class Refresher:
         """Refresh until `stop()`. Raises only on bugs; IdP and disk trouble is retried."""
         self._running = True
         try:
-            self._adopt_existing_file()
-            while not self._stop.is_set():
-                self.check_output()
-                self._wake.clear()
-                now = self.clock.monotonic()
-                self._retry_if_credentials_changed(now)
-                if self._disk_expiry is not None and self._disk_expiry[0] <= now:
-                    self._expire()
-                elif self._next_mono <= now:
-                    await self._unless_stopped(self.refresh())
-                else:
-                    wake = self._next_mono
-                    if self._disk_expiry is not None:
-                        wake = min(wake, self._disk_expiry[0])
-                    if self._watching:
-                        wake = min(wake, now + POLL_INTERVAL)
-                    await self._unless_stopped(self.clock.sleep(wake - now), self._wake)
+            with current_token(self.name):
+                await self._loop()
         finally:
             self._running = False
             self._stopped = True
+
+    async def _loop(self) -> None:
+        self._adopt_existing_file()
+        while not self._stop.is_set():
+            self.check_output()
+            self._wake.clear()
+            now = self.clock.monotonic()
+            self._retry_if_credentials_changed(now)
+            if self._disk_expiry is not None and self._disk_expiry[0] <= now:
+                self._expire()
+            elif self._next_mono <= now:
+                await self._unless_stopped(self.refresh())
+            else:
+                wake = self._next_mono
+                if self._disk_expiry is not None:
+                    wake = min(wake, self._disk_expiry[0])
+                if self._watching:
+                    wake = min(wake, now + POLL_INTERVAL)
+                await self._unless_stopped(self.clock.sleep(wake - now), self._wake)
 
     async def _unless_stopped(
         self, work: Awaitable[Any], wake: asyncio.Event | None = None
@@ -244,18 +259,19 @@ class Refresher:
         Never raises for IdP, credential or disk trouble: they are logged, counted,
         reported, and the next attempt is planned (`next_refresh_in`).
         """
-        started = self.clock.monotonic()
-        self._watch.snapshot()  # what this attempt reads; a later change is a person's fix
-        try:
-            token = await self._source.fetch()
-            self._writer.write(token, now=self.clock.time())
-        except (IdPError, CredentialError, OutputError, CoordinationError) as exc:
-            self._failed(exc, started)
-            return False
-        finally:
-            self._record_family()
-        self._succeeded(token, started)
-        return True
+        with current_token(self.name):
+            started = self.clock.monotonic()
+            self._watch.snapshot()  # what this attempt reads; a later change is a person's fix
+            try:
+                token = await self._source.fetch()
+                self._writer.write(token, now=self.clock.time())
+            except (IdPError, CredentialError, OutputError, CoordinationError) as exc:
+                self._failed(exc, started)
+                return False
+            finally:
+                self._record_family()
+            self._succeeded(token, started)
+            return True
 
     def _record_family(self) -> None:
         if self.family is not None:
@@ -325,8 +341,8 @@ class Refresher:
             log.info(f"token refreshed after {recovered_after} failed attempts", extra=fields)
         else:
             log.info("token refreshed", extra=fields)
-        if self.reporter is not None:
-            self.reporter.success()
+        if self._reports is not None:
+            self._reports.success()
 
     def _failed(self, exc: Failure, started: float) -> None:
         now = self.clock.monotonic()
@@ -378,8 +394,8 @@ class Refresher:
                 "token_valid": self.ready,
             },
         )
-        if self.reporter is not None:
-            self.reporter.failure(
+        if self._reports is not None:
+            self._reports.failure(
                 error, description or message, self.consecutive_failures, self._failing_since
             )
 
@@ -412,8 +428,8 @@ class Refresher:
                 "error": last.error if last else None,
             },
         )
-        if self.reporter is not None:
-            self.reporter.expired(
+        if self._reports is not None:
+            self._reports.expired(
                 last.error if last else None,
                 last.message if last else None,
                 self.consecutive_failures,
@@ -508,6 +524,25 @@ class Refresher:
             f"{_plural(self.refresh_count, 'refresh', 'refreshes')}, "
             f"{_plural(self.failure_count, 'failed attempt', 'failed attempts')}, {expiry}"
         )
+
+
+def new_client(
+    settings: Settings,
+    *,
+    transport: httpx2.AsyncBaseTransport | None = None,
+    timeout: float | None = None,
+) -> httpx2.AsyncClient:
+    """An httpx2 client for the IdP of `settings`: its CA bundle, its timeout.
+
+    `IdP` bounds each exchange with the token's own TIMEOUT, so a client shared by tokens
+    of one CA bundle (`Refreshers`) is given the longest of theirs.
+    """
+    return httpx2.AsyncClient(
+        transport=transport,
+        verify=ssl_context(cafile=settings.ca_file),
+        timeout=timeout or settings.timeout,
+        headers={"User-Agent": _USER_AGENT},
+    )
 
 
 def _namespace_beside(settings: Settings) -> str | None:

@@ -3,7 +3,8 @@
 Deliberately tiny: asyncio streams and just enough HTTP/1.1 to answer a kubelet probe
 or a Prometheus scrape — one GET, one response, connection closed. A web framework
 would double the sidecar's memory for four fixed routes. Requests are bounded in size
-and time so a stuck client cannot hold a connection (or memory) for long.
+and time so a stuck client cannot hold a connection (or memory) for long. One server
+answers for every token of the sidecar (`Refreshers`): ready when all of them are.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from collections.abc import Callable
 from .logs import get_logger
 from .metrics import CONTENT_TYPE
 from .refresher import Refresher
+from .refreshers import Refreshers
 
 __all__ = ["StatusServer", "parse_listen"]
 
@@ -41,9 +43,11 @@ def parse_listen(listen: str) -> tuple[str, int]:
 
 
 class StatusServer:
-    """Serves a `Refresher`'s health, status and metrics on LISTEN."""
+    """Serves the health, status and metrics of a sidecar's refreshers on LISTEN."""
 
-    def __init__(self, refresher: Refresher, host: str, port: int) -> None:
+    def __init__(self, refresher: Refresher | Refreshers, host: str, port: int) -> None:
+        if isinstance(refresher, Refresher):
+            refresher = Refreshers.of({refresher.name: refresher})
         self._refresher = refresher
         self._host = host
         self._port = port
@@ -80,19 +84,19 @@ class StatusServer:
         await self.aclose()
 
     def _healthz(self) -> Response:
-        alive = self._refresher.alive
-        return (
-            (200 if alive else 503),
-            "text/plain",
-            b"ok\n" if alive else b"refresh loop stopped\n",
-        )
+        stopped = self._refresher.not_alive()
+        if not stopped:
+            return 200, "text/plain", b"ok\n"
+        return 503, "text/plain", f"refresh loop stopped: {', '.join(stopped)}\n".encode()
 
     def _readyz(self) -> Response:
         # Probes are when the sidecar looks at the disk: it never polls it.
         self._refresher.check_output()
-        if self._refresher.ready:
+        waiting = self._refresher.not_ready()
+        if not waiting:
             return 200, "text/plain", b"ok\n"
-        return 503, "text/plain", f"no valid token ({self._refresher.state})\n".encode()
+        tokens = ", ".join(f"{name} ({state})" for name, state in waiting.items())
+        return 503, "text/plain", f"no valid token: {tokens}\n".encode()
 
     def _status(self) -> Response:
         self._refresher.check_output()

@@ -19,6 +19,7 @@ import base64
 import contextlib
 import json
 import os
+import re
 import signal
 import ssl
 import subprocess
@@ -244,12 +245,19 @@ class Sidecar:
         return self.get("/readyz").status_code
 
     def metrics(self) -> dict[str, float]:
-        """`name{labels}` -> value, from the Prometheus text."""
+        """`name{labels}` -> value, from the Prometheus text: labels sorted by name, and
+        the `token="default"` label every series of the (one) default token has left out."""
         values = {}
         for line in self.get("/metrics").text.splitlines():
             if line and not line.startswith("#"):
-                name, _, value = line.rpartition(" ")
-                values[name] = float(value)
+                series, _, value = line.rpartition(" ")
+                name, _, labels = series.partition("{")
+                pairs = sorted(
+                    pair
+                    for pair in re.findall(r'\w+="(?:[^"\\]|\\.)*"', labels)
+                    if pair != 'token="default"'
+                )
+                values[name + ("{" + ",".join(pairs) + "}" if pairs else "")] = float(value)
         return values
 
     def attempts(self, outcome: str) -> float:

@@ -10,6 +10,7 @@ integration tests.
 from __future__ import annotations
 
 import asyncio
+import heapq
 import os
 from collections import deque
 from collections.abc import Callable
@@ -46,6 +47,59 @@ class FakeClock:
     def advance(self, seconds: float) -> None:
         self.mono += seconds
         self.wall += seconds
+
+
+class SteppedClock(FakeClock):
+    """A fake clock for several loops at once: `sleep` waits until the test moves time
+    to its deadline, so no loop's sleep moves time under another (FakeClock's would).
+
+    `step(sleepers)` lets the loops run until `sleepers` of them are asleep (nothing else
+    can happen then), and moves time to the earliest deadline: simulated time, in order.
+    """
+
+    def __init__(self, mono: float = 1000.0, wall: float = 1_800_000_000.0) -> None:
+        super().__init__(mono, wall)
+        self._sleepers: list[tuple[float, int, asyncio.Future[None]]] = []
+        self._count = 0
+
+    async def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._count += 1
+        heapq.heappush(self._sleepers, (self.mono + max(0.0, seconds), self._count, waiter))
+        await waiter
+
+    def _live(self) -> list[float]:
+        return [deadline for deadline, _, waiter in self._sleepers if not waiter.done()]
+
+    def advance(self, seconds: float) -> None:
+        super().advance(seconds)
+        while self._sleepers and self._sleepers[0][0] <= self.mono:
+            _, _, waiter = heapq.heappop(self._sleepers)
+            if not waiter.done():
+                waiter.set_result(None)
+
+    async def settle(self, sleepers: int, *, limit: int = 20000) -> None:
+        """Run the loop until `sleepers` sleeps are pending."""
+        for _ in range(limit):
+            if len(self._live()) >= sleepers:
+                return
+            await asyncio.sleep(0)
+        raise AssertionError(f"only {len(self._live())} of {sleepers} loops went to sleep")
+
+    async def step(self, sleepers: int, *, until: float | None = None) -> None:
+        """Settle, then move time to the earliest deadline (at most to `until`)."""
+        await self.settle(sleepers)
+        target = min(self._live())
+        if until is not None:
+            target = min(target, until)
+        self.advance(max(0.0, target - self.mono))
+
+    async def run_until(self, mono: float, sleepers: int) -> None:
+        """Step until monotonic time `mono`, then settle there."""
+        while self.mono < mono:
+            await self.step(sleepers, until=mono)
+        await self.settle(sleepers)
 
 
 @dataclass

@@ -18,8 +18,8 @@ def families(metrics: Metrics) -> dict[str, Any]:
 
 def test_the_exposition_parses_as_prometheus_text() -> None:
     metrics = Metrics()
-    metrics.observe("success", 0.12)
-    metrics.token_expiry.set(1_800_003_600)
+    metrics.token().observe("success", 0.12)
+    metrics.token().token_expiry.set(1_800_003_600)
     parsed = families(metrics)
     assert set(parsed) == {
         "token_refresher_refresh",
@@ -30,12 +30,14 @@ def test_the_exposition_parses_as_prometheus_text() -> None:
         "token_refresher_next_refresh_timestamp_seconds",
     }
     expiry = parsed["token_refresher_token_expiry_timestamp_seconds"]
-    assert [s.value for s in expiry.samples] == [1_800_003_600]
+    assert [(s.labels, s.value) for s in expiry.samples] == [({"token": "default"}, 1_800_003_600)]
     assert CONTENT_TYPE.startswith("text/plain; version=0.0.4")
 
 
 def test_every_outcome_is_exported_from_the_start() -> None:
-    counter = families(Metrics())["token_refresher_refresh"]
+    metrics = Metrics()
+    metrics.token("default")
+    counter = families(metrics)["token_refresher_refresh"]
     values = {s.labels["outcome"]: s.value for s in counter.samples}
     assert values == {"success": 0.0, "transient_error": 0.0, "permanent_error": 0.0}
 
@@ -43,7 +45,7 @@ def test_every_outcome_is_exported_from_the_start() -> None:
 def test_histogram_buckets_are_cumulative_and_inf_counts_everything() -> None:
     metrics = Metrics()
     for duration in (0.01, 0.3, 0.3, 99.0):  # the last beyond every finite bucket
-        metrics.observe("transient_error", duration)
+        metrics.token().observe("transient_error", duration)
     histogram = families(metrics)["token_refresher_refresh_duration_seconds"]
     buckets = {s.labels["le"]: s.value for s in histogram.samples if s.name.endswith("_bucket")}
     assert buckets["0.05"] == 1
@@ -51,8 +53,8 @@ def test_histogram_buckets_are_cumulative_and_inf_counts_everything() -> None:
     assert buckets["30.0"] == 3
     assert buckets["+Inf"] == 4
     text = metrics.render().decode()
-    assert "token_refresher_refresh_duration_seconds_count 4.0" in text
-    assert "token_refresher_refresh_duration_seconds_sum 99.61" in text
+    assert 'token_refresher_refresh_duration_seconds_count{token="default"} 4.0' in text
+    assert 'token_refresher_refresh_duration_seconds_sum{token="default"} 99.61' in text
 
 
 @pytest.mark.parametrize(
@@ -61,5 +63,6 @@ def test_histogram_buckets_are_cumulative_and_inf_counts_everything() -> None:
 )
 def test_numbers_are_written_as_prometheus_writes_them(value: float, shown: str) -> None:
     metrics = Metrics()
-    metrics.last_success.set(value)
-    assert f"token_refresher_last_success_timestamp_seconds {shown}\n" in metrics.render().decode()
+    metrics.token().last_success.set(value)
+    line = f'token_refresher_last_success_timestamp_seconds{{token="default"}} {shown}\n'
+    assert line in metrics.render().decode()

@@ -93,12 +93,12 @@ async def test_secrets_stay_out_of_logs_status_reports_and_errors(
         for _ in range(4):
             await r.refresh()
             statuses.append(json.dumps(r.status()))
-            if reporter._pending is not None:
-                await reporter._send(reporter._pending)
+            for report in list(reporter._pending.values()):
+                await reporter._send(report)
         r._expire()
         statuses.append(json.dumps(r.status()))
-        if reporter._pending is not None:
-            await reporter._send(reporter._pending)
+        for report in list(reporter._pending.values()):
+            await reporter._send(report)
     await reporter.aclose()
 
     assert len(idp.posts) == 4

@@ -82,12 +82,12 @@ async def test_metrics_are_prometheus_text(served) -> None:
     assert response.headers["content-type"].startswith("text/plain; version=0.0.4")
     text = response.text
     for name in (
-        'token_refresher_refresh_total{outcome="success"} 1.0',
-        "token_refresher_refresh_duration_seconds_bucket",
-        "token_refresher_token_expiry_timestamp_seconds 1.8000036e+09",
-        "token_refresher_last_success_timestamp_seconds 1.8e+09",
-        "token_refresher_consecutive_failures 0.0",
-        "token_refresher_next_refresh_timestamp_seconds 1.80000189e+09",
+        'token_refresher_refresh_total{outcome="success",token="default"} 1.0',
+        'token_refresher_refresh_duration_seconds_bucket{le="0.05",token="default"}',
+        'token_refresher_token_expiry_timestamp_seconds{token="default"} 1.8000036e+09',
+        'token_refresher_last_success_timestamp_seconds{token="default"} 1.8e+09',
+        'token_refresher_consecutive_failures{token="default"} 0.0',
+        'token_refresher_next_refresh_timestamp_seconds{token="default"} 1.80000189e+09',
     ):
         assert name in text
 
