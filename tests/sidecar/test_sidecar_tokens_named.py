@@ -27,6 +27,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from sidecar_fakes import FakeIdP, SteppedClock
 
 from token_refresher import Refreshers, Reporter, Settings, StatusServer
+from token_refresher.report import Report
 
 A_URL = "https://idp-a.example/token"  # the default token and "payments"
 B_URL = "https://idp-b.example/token"  # "partner", another IdP
@@ -352,3 +353,18 @@ async def test_a_token_with_its_own_ca_bundle_gets_its_own_client(tmp_path: Path
     async with Refreshers(settings) as refreshers:
         clients = {name: id(r._client) for name, r in refreshers.refreshers.items()}
     assert clients["default"] == clients["payments"] != clients["partner"]
+
+
+async def test_the_operator_reads_the_token_of_every_report(tmp_path: Path) -> None:
+    # The seam of docs/CONTRACTS.md "Failure reports": what this side sends, the
+    # operator's own parser reads (tests/test_contracts.py does so for the default token).
+    from token_refresher_operator.report import parse_report
+
+    reporter = Reporter(settings_for(tmp_path))
+    try:
+        for token, expected in (("default", None), ("payments", "payments")):
+            report = Report("failing", "http_503", None, 1, 1_800_000_000, token)
+            parsed = parse_report(json.dumps(reporter.body(report)).encode())
+            assert (parsed.token, parsed.state) == (expected, "failing")
+    finally:
+        await reporter.aclose()
