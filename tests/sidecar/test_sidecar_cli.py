@@ -187,6 +187,59 @@ def test_once_without_a_token_exits_1(env, endpoint) -> None:
     assert not Path(env["TOKEN_REFRESHER_OUTPUT"]).exists()
 
 
+def test_once_writes_every_token_and_exits_0(env, endpoint) -> None:
+    env["TOKEN_REFRESHER_TOKEN_URL"] = endpoint.url
+    env["TOKEN_REFRESHER_TOKENS"] = json.dumps({"payments": {"audience": "payments-api"}})
+    result = run(env, "--once")
+    assert result.returncode == 0, result.stderr
+    out = Path(env["TOKEN_REFRESHER_OUTPUT"])
+    assert out.read_text() == (out.parent / "payments").read_text() == "SECRET-CANARY-cli-token"
+    logged = [json.loads(line) for line in result.stderr.splitlines()]
+    refreshed = [line["token"] for line in logged if line["msg"] == "token refreshed"]
+    assert sorted(refreshed) == ["default", "payments"]
+    assert logged[-1]["msg"] == "wrote 2 of 2 tokens"
+    assert endpoint.hits == 2
+
+
+def test_once_exits_1_when_one_token_is_missing(env, endpoint, tmp_path: Path) -> None:
+    env["TOKEN_REFRESHER_TOKEN_URL"] = endpoint.url
+    dead = f"http://127.0.0.1:{free_port()}/token"
+    partner = {"token_url": dead, "client_id": "p", "client_auth": "none", "timeout": "2"}
+    env["TOKEN_REFRESHER_TOKENS"] = json.dumps({"partner": partner})
+    result = run(env, "--once")
+    assert result.returncode == 1
+    assert Path(env["TOKEN_REFRESHER_OUTPUT"]).exists()
+    logged = [json.loads(line) for line in result.stderr.splitlines()]
+    assert logged[-1]["msg"] == "wrote 1 of 2 tokens; no token for partner"
+    assert [line["token"] for line in logged if line.get("error") == "connect_error"] == ["partner"]
+
+
+def test_a_named_tokens_problems_name_it_and_exit_2(env, endpoint, tmp_path: Path) -> None:
+    env["TOKEN_REFRESHER_TOKEN_URL"] = endpoint.url
+    env["TOKEN_REFRESHER_TOKENS"] = json.dumps(
+        {
+            "partner": {"client_secret_file": str(tmp_path / "missing")},
+            "Bad": {"audience": "x"},
+        }
+    )
+    result = run(env, "--once")
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        "TOKEN_REFRESHER_TOKENS__BAD: a token name must be a DNS label: at most 63 "
+        "lower-case letters, digits and '-', starting and ending with a letter or digit"
+    ]
+    env["TOKEN_REFRESHER_TOKENS"] = json.dumps(
+        {"partner": {"client_secret_file": str(tmp_path / "missing")}}
+    )
+    result = run(env, "--once")
+    assert result.returncode == 2
+    assert result.stderr.startswith(
+        "TOKEN_REFRESHER_TOKENS__PARTNER__CLIENT_SECRET_FILE: cannot read the client secret "
+        f"file {tmp_path / 'missing'}: No such file"
+    )
+    assert endpoint.hits == 0
+
+
 def test_sigterm_stops_the_daemon_within_a_second(env, endpoint) -> None:
     env["TOKEN_REFRESHER_TOKEN_URL"] = endpoint.url
     env["TOKEN_REFRESHER_LOG_FORMAT"] = "text"
