@@ -4,8 +4,9 @@ Six measurements, each against the real thing on this machine, in one run
 (the sections live in hack/benchkit/):
 
 1. sidecar   — resident memory after 200 refreshes of 5-second tokens from a real
-               oidc-provider, CPU of an idle sidecar over a minute, and time to the first
-               token file against a bare httpx2 token request from a fresh interpreter;
+               oidc-provider, CPU of an idle sidecar over a minute, time to the first
+               token file against a bare httpx2 token request from a fresh interpreter,
+               and the RSS of a sidecar serving 5 tokens against one serving 1;
                with the full plan, where the memory goes (by package, single imports);
 2. container — the same 200 refreshes by the sidecar in a real container, in a pod as
                injection makes it, on the real local node: the cgroup's memory working
@@ -71,6 +72,7 @@ def estimates(plan: Plan) -> dict[str, float]:
         "fleet": 2.0,
         "sidecar": max(plan.refreshes * 0.55, plan.idle_seconds)
         + plan.ttft_runs * 1.5
+        + plan.token_rounds * 6
         + (25 if plan.profile else 3)
         + 5,
         # A node of our own takes a minute and a half to start and stop.

@@ -64,6 +64,8 @@ def test_the_quick_bench_writes_every_section(tmp_path: Path, node: Node) -> Non
     assert sidecar["idle"]["cpu_seconds"] >= 0
     assert sidecar["first_token"]["sidecar_s"] > 0
     assert sidecar["first_token"]["bare_httpx2_s"] > 0
+    assert sidecar["tokens"]["rss_1_token_mib"] > 0
+    assert sidecar["tokens"]["rss_5_tokens_mib"] > 0
 
     for pod in results["container"]["pods"].values():
         assert pod["refreshes"] >= results["meta"]["plan"]["refreshes"]
@@ -98,6 +100,7 @@ def test_the_quick_bench_writes_every_section(tmp_path: Path, node: Node) -> Non
     assert {t["target"] for t in results["targets"]} == {
         "sidecar_rss_mib",
         "first_token_ratio",
+        "five_tokens_extra_rss_mib",
         "container_working_set_mib",
         "idle_cpu_seconds_per_hour",
         "pod_creation_ratio",

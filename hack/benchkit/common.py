@@ -27,6 +27,7 @@ class Plan:
     refreshes: int = 200
     idle_seconds: float = 60.0
     ttft_runs: int = 5
+    token_rounds: int = 3
     profile: bool = True
     pods: int = 200
     pod_threads: int = 4
@@ -46,6 +47,7 @@ QUICK = Plan(
     refreshes=10,
     idle_seconds=3.0,
     ttft_runs=1,
+    token_rounds=1,
     profile=False,
     pods=10,
     pod_threads=2,

@@ -1,8 +1,10 @@
 """Section 1, the sidecar: resident memory under steady refreshing, CPU while idle,
-time to the first token file against a bare httpx2 request."""
+time to the first token file against a bare httpx2 request, and what each token more
+costs (one sidecar serving 5 tokens against one serving 1, issue 17)."""
 
 from __future__ import annotations
 
+import json
 import statistics
 import subprocess
 import sys
@@ -52,9 +54,15 @@ def bench_sidecar(plan: Plan, work: Path, procs: Processes, say: Progress) -> di
         }
         steady, idle = _steady_and_idle(plan, work, procs, say, short, long, common)
         ttft = _time_to_first_token(plan, work, procs, say, short, common)
+        tokens = _tokens_rss(plan, work, procs, say, long, common)
     finally:
         idps.close()
-    result: dict[str, Any] = {"steady": steady, "idle": idle, "first_token": ttft}
+    result: dict[str, Any] = {
+        "steady": steady,
+        "idle": idle,
+        "first_token": ttft,
+        "tokens": tokens,
+    }
     if plan.profile:
         say.say(section, "profiling resident memory by module (fresh interpreters, ~20 s)")
         result["profile"] = profile_imports()
@@ -264,3 +272,83 @@ def _time_to_first_token(
         "sidecar_all_s": [round(t, 3) for t in sidecar_times],
         "bare_httpx2_all_s": [round(t, 3) for t in bare_times],
     }
+
+
+# Four named tokens besides the default one: other scopes at the same IdP, so each is
+# a token of its own (its own request, file, state, schedule and series), as an app
+# calling several APIs has them.
+_NAMED_TOKENS = {
+    "invoices": {"scope": "api:read"},
+    "payments": {"scope": "api:write"},
+    "ledger": {"scope": "api:read api:write"},
+    "audit": {"scope": "api:read"},
+}
+
+
+def _tokens_rss(
+    plan: Plan, work: Path, procs: Processes, say: Progress, idp: Any, common: dict[str, str]
+) -> dict[str, Any]:
+    """RSS of a sidecar serving 5 tokens against one serving 1, started side by side
+    (1-hour tokens), once each has every token on disk and has answered /status and
+    /metrics; the median of `token_rounds` pairs."""
+    section = "sidecar"
+    say.say(
+        section,
+        f"1 token against 5 tokens in one sidecar: {plan.token_rounds} pairs "
+        f"(about {plan.token_rounds * 6} s)",
+    )
+    rss: dict[int, list[int]] = {1: [], 5: []}
+    for run in range(plan.token_rounds):
+        started = {}
+        for count in (1, 5):
+            out = work / f"tokens-{count}-{run}"
+            out.mkdir()
+            port = free_port()
+            named = dict(list(_NAMED_TOKENS.items())[: count - 1])
+            env = sidecar_env(
+                issuer=idp.issuer,
+                output=str(out / "token"),
+                listen=f"127.0.0.1:{port}",
+                **({"tokens": json.dumps(named)} if named else {}),
+                **common,
+            )
+            proc = procs.start(
+                [str(BIN / "token-refresher")], env=env, stdout=subprocess.DEVNULL,
+                stderr=(work / f"tokens-{count}-{run}.log").open("wb"),
+            )  # fmt: skip
+            started[count] = (proc, f"http://127.0.0.1:{port}")
+        with httpx2.Client(trust_env=False, timeout=5) as http:
+            for count, (_proc, url) in started.items():
+
+                def ready(url: str = url) -> bool:
+                    try:
+                        return http.get(f"{url}/readyz").status_code == 200
+                    except httpx2.HTTPError:
+                        return False
+
+                wait_for(f"the {count}-token sidecar's files", ready, timeout=60)
+                status = http.get(f"{url}/status").json()
+                if len(status["tokens"]) != count:
+                    raise RuntimeError(f"the sidecar serves {len(status['tokens'])} tokens")
+                for _ in range(3):  # what probes and Prometheus do
+                    http.get(f"{url}/status").raise_for_status()
+                    http.get(f"{url}/metrics").raise_for_status()
+        time.sleep(1.0)
+        for count, (proc, _url) in started.items():
+            rss[count].append(proc_status(proc.pid)["VmRSS"])
+            procs.stop(proc)
+    one, five = statistics.median(rss[1]), statistics.median(rss[5])
+    result = {
+        "rounds": plan.token_rounds,
+        "rss_1_token_mib": round(one / 1024, 2),
+        "rss_5_tokens_mib": round(five / 1024, 2),
+        "delta_mib": round((five - one) / 1024, 2),
+        "rss_1_token_all_kib": rss[1],
+        "rss_5_tokens_all_kib": rss[5],
+    }
+    say.say(
+        section,
+        f"RSS with 1 token {result['rss_1_token_mib']} MiB, with 5 tokens "
+        f"{result['rss_5_tokens_mib']} MiB: {result['delta_mib']:+.2f} MiB",
+    )
+    return result

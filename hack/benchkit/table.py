@@ -8,6 +8,11 @@ from typing import Any
 TARGETS = {
     "sidecar_rss_mib": ("<=", 38.0, "sidecar RSS after 200 refreshes ≤ 38 MiB"),
     "first_token_ratio": ("<=", 1.6, "time to first token ÷ a bare httpx2 request ≤ 1.6"),
+    "five_tokens_extra_rss_mib": (
+        "<=",
+        2.0,
+        "RSS of a sidecar serving 5 tokens ≤ 2 MiB above 1 token",
+    ),
     "container_working_set_mib": (
         "<=",
         40.0,
@@ -44,6 +49,8 @@ def verdicts(results: dict[str, Any], *, judge: bool) -> list[dict[str, Any]]:
         figures["sidecar_rss_mib"] = results["sidecar"]["steady"]["rss_mib"]
         figures["idle_cpu_seconds_per_hour"] = results["sidecar"]["idle"]["cpu_seconds_per_hour"]
         figures["first_token_ratio"] = results["sidecar"]["first_token"]["ratio"]
+        if "tokens" in results["sidecar"]:
+            figures["five_tokens_extra_rss_mib"] = results["sidecar"]["tokens"]["delta_mib"]
     if "container" in results:
         figures["container_working_set_mib"] = results["container"]["working_set_mib"]
     if "webhook" in results:
@@ -96,6 +103,14 @@ def table(results: dict[str, Any]) -> str:
             ("time to token, bare httpx2 request (s)", f"{ttft['bare_httpx2_s']:.3f}", ""),
             ("  ratio sidecar ÷ bare", f"{ttft['ratio']:.2f}", judged("first_token_ratio")),
         ]  # fmt: skip
+        if "tokens" in s:
+            tk = s["tokens"]
+            lines += [
+                ("sidecar RSS serving 1 token (MiB)", f"{tk['rss_1_token_mib']:.1f}", ""),
+                ("sidecar RSS serving 5 tokens (MiB)", f"{tk['rss_5_tokens_mib']:.1f}", ""),
+                ("  5 tokens minus 1 token (MiB)", f"{tk['delta_mib']:+.2f}",
+                 judged("five_tokens_extra_rss_mib")),
+            ]  # fmt: skip
         profile = s.get("profile", {})
         if "after_import_kib" in profile:
             lines += [
