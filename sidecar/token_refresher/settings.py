@@ -535,11 +535,12 @@ class Settings(BaseSettings):
             base[key] = None
         base["output"] = self.output.parent / name
         base["state_file"] = None if self.state_file is None else Path(f"{self.state_file}.{name}")
-        # Every field is given explicitly, so the env sources (which BaseSettings still
-        # reads here) decide nothing, and an empty `tokens` ends the recursion.
+        # Every field is given explicitly, and an empty `tokens` ends the recursion.
+        # An empty scoped env: no env source is read (settings_customise_sources).
         base["tokens"] = {}
         try:
-            return Settings.model_validate({**base, **own})
+            with _scoped({}):
+                return Settings.model_validate({**base, **own})
         except ValidationError as exc:
             lines = config_errors(exc)
         return [_rename(line, name, not_inherited - own.keys()) for line in lines]
@@ -575,6 +576,10 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         scoped = _SCOPED_ENV.get()
+        if scoped is not None and not scoped:
+            # Nothing to read (a named token, built from explicit values): an env source
+            # would still walk every field, most of a validation's time.
+            return (init_settings,)
         if scoped is not None:
             return (init_settings, _MappingEnvSource(settings_cls, scoped))
         return (init_settings, env_settings)
