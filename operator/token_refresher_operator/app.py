@@ -25,7 +25,9 @@ import kopf
 from token_refresher_operator.annotations import INJECT
 from token_refresher_operator.config import ClusterConfig, OperatorSettings, ReportConfig
 from token_refresher_operator.devcert import write_self_signed
+from token_refresher_operator.events import REPORTING_COMPONENT
 from token_refresher_operator.healthserver import make_health_app, serve_health
+from token_refresher_operator.kubeapi import kube_api_client
 from token_refresher_operator.metrics import OperatorMetrics
 from token_refresher_operator.registration import (
     DEV_CONFIGURATION_NAME,
@@ -39,25 +41,9 @@ from token_refresher_operator.reportserver import serve_reports
 from token_refresher_operator.safetynet import SidecarWatch
 from token_refresher_operator.webhook import URL_PATH, AdmissionStats, Injector, serve_webhook
 
-__all__ = ["REPORTING_COMPONENT", "build_registry", "kube_api_client", "operator_identity", "run"]
+__all__ = ["build_registry", "operator_identity", "run"]
 
 logger = logging.getLogger(__name__)
-
-REPORTING_COMPONENT = "token-refresher"
-
-
-def kube_api_client() -> Any:
-    """A kubernetes ApiClient: in-cluster when running in a pod, else the kubeconfig."""
-    from kubernetes import client
-    from kubernetes import config as kube_config
-
-    loader: Any = kube_config  # untyped
-    configuration = client.Configuration()
-    try:
-        loader.load_incluster_config(client_configuration=configuration)
-    except loader.ConfigException:
-        return loader.new_client_from_config()
-    return client.ApiClient(configuration)
 
 
 def operator_identity() -> str:

@@ -1,13 +1,11 @@
-"""Kubernetes Events on the pod from sidecar reports: the words, the counting, the writing.
+"""Kubernetes Events on the pod from sidecar reports: what they say and how they are written.
 
-Three layers, pure to impure. `render_note` turns a report into the sentence
-`kubectl describe pod` shows, and scrubs anything that looks like a credential on the way
-(DESIGN, "Security stance": a misbehaving sidecar or IdP must not be able to put a token
-into an Event). `Aggregator` decides *when* to write: the first report of a kind creates
-an Event, repeats only bump that Event's `series` (count, last seen), and
-a key is written at most once per `interval` — a sidecar retrying a hundred times gives one
-Event "x100", not a hundred. `EventRecorder` is the shell that carries those decisions to
-the API. Events are auxiliary: a failed write is logged and never fails the report.
+Pure, no I/O. `render_note` turns a report into the sentence `kubectl describe pod` shows,
+and scrubs anything that looks like a credential on the way (DESIGN, "Security stance": a
+misbehaving sidecar or IdP must not be able to put a token into an Event). The writes the
+aggregation decides on (`series.Aggregator`) are `CreateEvent` and `PatchSeries`;
+`event_body` and `series_patch` turn them into what the API takes, and
+`recorder.EventRecorder` sends them.
 
 The count is written twice: in `series`, as events.k8s.io/v1 has it, and in `count`,
 `firstTimestamp`, `lastTimestamp`, the core/v1 fields that `kubectl get events` (COUNT,
@@ -19,31 +17,24 @@ events.k8s.io/v1 the same Event has its `series` and `deprecatedCount`.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import logging
 import re
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final, Literal
 
-from .metrics import OperatorMetrics
-
 __all__ = [
     "ACTION",
     "NOTE_LIMIT",
-    "REPORTING_CONTROLLER",
-    "Aggregator",
+    "REDACTED",
+    "REPORTING_COMPONENT",
     "CreateEvent",
-    "EventRecorder",
     "EventType",
     "PatchSeries",
     "SeriesKey",
     "State",
     "Write",
     "event_body",
+    "event_name",
     "micro_time",
     "reason_for",
     "redact",
@@ -51,14 +42,12 @@ __all__ = [
     "series_patch",
 ]
 
-logger = logging.getLogger(__name__)
-
 State = Literal["failing", "recovered", "expired"]
 EventType = Literal["Normal", "Warning"]
 
 # DESIGN: Events carry the reporting component `token-refresher`, which `kubectl describe`
-# shows as their source, like the SidecarNotInjected events kopf posts for us.
-REPORTING_CONTROLLER: Final = "token-refresher"
+# shows as their source; kopf posts the SidecarNotInjected events under the same name.
+REPORTING_COMPONENT: Final = "token-refresher"
 ACTION: Final = "Refresh"
 NOTE_LIMIT: Final = 1024  # bytes: events.k8s.io/v1 rejects a longer note
 
@@ -173,7 +162,7 @@ def micro_time(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-# --- aggregation (pure) ------------------------------------------------------------------
+# --- the writes and their bodies ------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -214,150 +203,6 @@ class PatchSeries:
 Write = CreateEvent | PatchSeries
 
 
-@dataclass
-class _Series:
-    type: EventType
-    note: str
-    first: datetime
-    last: datetime
-    count: int
-    seen: float  # monotonic time of the last observation
-    name: str | None = None  # the Event's name, once created
-    written: int = 0  # the count the API holds
-    wrote_at: float | None = None  # monotonic time of the last write issued
-    in_flight: Write | None = None
-
-
-class Aggregator:
-    """Which Event writes to make, and when; no I/O, time passed in.
-
-    Per key: the first observation creates the Event at once; later ones are counted and
-    written as a series patch at most once per `interval` seconds, by `observe` or by the
-    next `due`. One write per key is in flight at a time; the shell reports back with
-    `done` or `failed`. A key idle for `idle` seconds is forgotten, so the next occurrence
-    starts a new Event (the apiserver drops Events after an hour anyway).
-    """
-
-    def __init__(
-        self, *, interval: float = 10.0, idle: float = 360.0, max_keys: int = 10_000
-    ) -> None:
-        self.interval = interval
-        self.idle = idle
-        self.max_keys = max_keys
-        self._series: dict[SeriesKey, _Series] = {}
-
-    def __len__(self) -> int:
-        return len(self._series)
-
-    def observe(
-        self, key: SeriesKey, *, type: EventType, note: str, at: datetime, now: float
-    ) -> Write | None:
-        """Count one occurrence; the write to make now, if any."""
-        series = self._series.get(key)
-        if series is not None and now - series.seen >= self.idle and series.in_flight is None:
-            del self._series[key]
-            series = None
-        if series is None:
-            if len(self._series) >= self.max_keys:
-                self._forget_oldest()
-            series = _Series(type=type, note=note, first=at, last=at, count=1, seen=now)
-            self._series[key] = series
-        else:
-            series.count += 1
-            if at >= series.last:
-                series.note = note  # the newest report's words: its failure count, say
-            series.last = max(series.last, at)
-            series.seen = now
-        return self._next(key, series, now)
-
-    def due(self, now: float) -> list[Write]:
-        """Writes whose interval has passed (call every second or so); forgets idle keys."""
-        writes = []
-        for key, series in list(self._series.items()):
-            idle = series.in_flight is None and now - series.seen >= self.idle
-            if idle and series.count == series.written:
-                del self._series[key]
-                continue
-            write = self._next(key, series, now)
-            if write is not None:
-                writes.append(write)
-        return writes
-
-    def end(
-        self, *, namespace: str, pod: str, keep: str | None = None, token: str | None = None
-    ) -> list[Write]:
-        """Close every series of a pod's token except reason `keep` (recovered ends
-        failing); another token's series go on.
-
-        Returns the last writes of those with uncounted occurrences, whatever the
-        interval: the final count should land.
-        """
-        writes = []
-        for key, series in list(self._series.items()):
-            if key.namespace != namespace or key.pod != pod or key.token != token:
-                continue
-            if key.reason == keep:
-                continue
-            if series.in_flight is None and series.count > series.written:
-                writes.append(self._issue(key, series, now=series.seen))
-            del self._series[key]
-        return writes
-
-    def done(self, write: Write, *, name: str | None = None) -> None:
-        """The API took `write` (for a create: the Event's `name`)."""
-        series = self._series.get(write.key)
-        if series is None or series.in_flight is not write:
-            return
-        series.in_flight = None
-        series.written = write.count
-        if isinstance(write, CreateEvent):
-            series.name = name
-
-    def failed(self, write: Write, *, gone: bool = False) -> None:
-        """The API refused `write`; `gone`: the Event no longer exists, create it again."""
-        series = self._series.get(write.key)
-        if series is None or series.in_flight is not write:
-            return
-        series.in_flight = None
-        if gone:
-            series.name = None
-            series.written = 0
-
-    def _next(self, key: SeriesKey, series: _Series, now: float) -> Write | None:
-        if series.in_flight is not None or series.count == series.written:
-            return None
-        if series.wrote_at is not None and now - series.wrote_at < self.interval:
-            return None
-        return self._issue(key, series, now=now)
-
-    def _issue(self, key: SeriesKey, series: _Series, *, now: float) -> Write:
-        write: Write
-        if series.name is None:
-            write = CreateEvent(
-                key=key,
-                type=series.type,
-                note=series.note,
-                event_time=series.first,
-                count=series.count,
-                last_observed=series.last,
-            )
-        else:
-            write = PatchSeries(
-                key=key,
-                name=series.name,
-                count=series.count,
-                last_observed=series.last,
-                note=series.note,
-            )
-        series.in_flight = write
-        series.wrote_at = now
-        return write
-
-    def _forget_oldest(self) -> None:
-        oldest = min(self._series, key=lambda k: self._series[k].seen)
-        del self._series[oldest]
-
-
 def event_body(write: CreateEvent, *, name: str, instance: str) -> dict[str, Any]:
     """The Event a CreateEvent stands for, regarding the pod, as core/v1 writes it."""
     key = write.key
@@ -366,9 +211,9 @@ def event_body(write: CreateEvent, *, name: str, instance: str) -> dict[str, Any
         "kind": "Event",
         "metadata": {"name": name, "namespace": key.namespace},
         "eventTime": micro_time(write.event_time),
-        "reportingComponent": REPORTING_CONTROLLER,
+        "reportingComponent": REPORTING_COMPONENT,
         "reportingInstance": instance[:128],
-        "source": {"component": REPORTING_CONTROLLER},
+        "source": {"component": REPORTING_COMPONENT},
         "action": ACTION,
         "reason": key.reason,
         "type": write.type,
@@ -399,153 +244,13 @@ def series_patch(write: PatchSeries) -> dict[str, Any]:
 
 def _counted(count: int, last: datetime) -> dict[str, Any]:
     return {
-        "series": _series(count, last),
+        "series": {"count": count, "lastObservedTime": micro_time(last)},
         "count": count,
         "lastTimestamp": _when(last),
     }
-
-
-def _series(count: int, last: datetime) -> dict[str, Any]:
-    return {"count": count, "lastObservedTime": micro_time(last)}
 
 
 def event_name(pod: str, now_ns: int) -> str:
     """`<pod>.<hex time>`, as client-go names Events; within the 253-character limit."""
     suffix = f".{now_ns:x}"
     return pod[: 253 - len(suffix)] + suffix
-
-
-# --- the shell ---------------------------------------------------------------------------
-
-
-class EventRecorder:
-    """Writes the aggregator's decisions to the API, in threads, never raising.
-
-    Call `record` per accepted report; run `run(stop)` as a task for the delayed series
-    updates; `aclose()` writes what is still pending and waits for writes in flight.
-    """
-
-    def __init__(
-        self,
-        *,
-        api_client: Any,
-        instance: str,
-        aggregator: Aggregator | None = None,
-        timeout: float = 10.0,
-        clock: Callable[[], float] = time.monotonic,
-        clock_ns: Callable[[], int] = time.time_ns,
-        metrics: OperatorMetrics | None = None,
-    ) -> None:
-        from kubernetes import client
-
-        self._api: Any = client.CoreV1Api(api_client)
-        self.metrics = metrics if metrics is not None else OperatorMetrics()
-        self.instance = instance
-        self.aggregator = aggregator if aggregator is not None else Aggregator()
-        self._timeout = timeout
-        self._clock = clock
-        self._clock_ns = clock_ns
-        self._tasks: set[asyncio.Task[None]] = set()
-        self.written = 0
-        self.failures = 0
-
-    def record(
-        self,
-        *,
-        namespace: str,
-        pod: str,
-        uid: str,
-        state: State,
-        error: str | None,
-        note: str,
-        at: datetime,
-        token: str | None = None,
-    ) -> None:
-        """Count one report; write now if the aggregator says so (in the background).
-
-        `token`: the named token the report is about, None for the default token. Each
-        token of a pod has its own series: two failing tokens are two Events.
-        """
-        type_, reason = reason_for(state)
-        now = self._clock()
-        if state == "recovered":
-            # A recovery ends the token's failure series: the next failure is news again.
-            for final in self.aggregator.end(
-                namespace=namespace, pod=pod, keep=reason, token=token
-            ):
-                self._spawn(final)
-        error = error if state != "recovered" else None
-        key = SeriesKey(namespace, pod, uid, reason, error, token)
-        write = self.aggregator.observe(key, type=type_, note=note, at=at, now=now)
-        if not (isinstance(write, CreateEvent) and write.count == 1):
-            # Counted into the series of an Event rather than making one of its own.
-            self.metrics.events_aggregated.inc()
-        if write is not None:
-            self._spawn(write)
-
-    async def run(self, stop: asyncio.Event, *, tick: float = 1.0) -> None:
-        """Write delayed series updates until `stop` is set."""
-        while not stop.is_set():
-            for write in self.aggregator.due(self._clock()):
-                self._spawn(write)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=tick)
-
-    async def aclose(self) -> None:
-        """Wait for writes in flight, then write the counts still pending, once."""
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
-        for write in self.aggregator.due(float("inf")):
-            self._spawn(write)
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
-
-    def _spawn(self, write: Write) -> None:
-        task = asyncio.create_task(self._write(write))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _write(self, write: Write) -> None:
-        key = write.key
-        try:
-            if isinstance(write, CreateEvent):
-                name = event_name(key.pod, self._clock_ns())
-                body = event_body(write, name=name, instance=self.instance)
-                await asyncio.to_thread(self._create, key.namespace, body)
-                self.aggregator.done(write, name=name)
-                self.metrics.event_writes.labels("created").inc()
-            else:
-                await asyncio.to_thread(self._patch, key.namespace, write.name, series_patch(write))
-                self.aggregator.done(write)
-                self.metrics.event_writes.labels("updated").inc()
-            self.written += 1
-        except Exception as exc:  # events are auxiliary: log, count, carry on
-            status = getattr(exc, "status", None)
-            self.failures += 1
-            self.metrics.event_writes.labels("failed").inc()
-            self.aggregator.failed(write, gone=status == 404)
-            logger.warning(
-                "could not %s Event %s for pod %s/%s: %s%s",
-                "create" if isinstance(write, CreateEvent) else "update",
-                key.reason,
-                key.namespace,
-                key.pod,
-                type(exc).__name__,
-                f" (HTTP {status})" if status else "",
-            )
-
-    def _create(self, namespace: str, body: dict[str, Any]) -> None:
-        # _preload_content=False: no typed model is built from the answer; we need none.
-        self._api.create_namespaced_event(
-            namespace, body, _preload_content=False, _request_timeout=self._timeout
-        )
-
-    def _patch(self, namespace: str, name: str, patch: dict[str, Any]) -> None:
-        self._api.patch_namespaced_event(
-            name,
-            namespace,
-            patch,
-            _content_type="application/merge-patch+json",
-            _preload_content=False,
-            _request_timeout=self._timeout,
-        )

@@ -5,21 +5,20 @@ request walks the same gate, cheapest check first: body size (413), a bearer tok
 the body's shape (400), a TokenReview of the token (401), the token's pod against the
 report's pod (403), a per-pod rate limit (429), and the pod itself: it must exist with
 that uid and service account, and carry the injection marker (403). What passes becomes
-an Event on the pod (`events.EventRecorder`), aggregated and written in the background:
+an Event on the pod (`recorder.EventRecorder`), aggregated and written in the background:
 the sidecar gets its 202 whether or not the Event could be written.
 
-The checks are pure functions over plain data, here (`parse_report`, `check_pod`,
-`RateLimiter`) and in `reviews` (`check_identity`); `reportserver` wires them to aiohttp
-and runs the HTTPS server.
+This module is the report itself (`Report`, `parse_report`), the per-pod `RateLimiter`
+and the endpoint's counters, all pure; `checks` holds the identity and pod checks, and
+`reportserver` wires them to aiohttp and the API calls of `kubeapi`.
 """
 
 from __future__ import annotations
 
-import logging
 import unicodedata
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Annotated, Final, TypedDict
+from typing import Annotated, Final
 
 from pydantic import (
     AfterValidator,
@@ -33,31 +32,19 @@ from pydantic import (
 
 from token_refresher.settings import DEFAULT_TOKEN, TOKEN_NAME
 
-from .annotations import INJECTED
 from .errors import OperatorError
 from .events import State
 from .metrics import OperatorMetrics
-from .reviews import (
-    Accept,
-    Decision,
-    Reject,
-)
 
 __all__ = [
-    "INJECTED_ANNOTATION",
     "MAX_BODY",
-    "Pod",
     "RateLimiter",
     "Report",
     "ReportInvalid",
     "ReportMetrics",
-    "check_pod",
     "parse_report",
 ]
 
-logger = logging.getLogger(__name__)
-
-INJECTED_ANNOTATION: Final = INJECTED  # set by the webhook on every pod it mutated
 MAX_BODY: Final = 16 * 1024
 DESCRIPTION_LIMIT: Final = 512
 
@@ -133,43 +120,6 @@ def parse_report(body: bytes) -> Report:
     if report.state == "failing" and report.error is None:
         raise ReportInvalid(["error: required when state is failing"])
     return report
-
-
-# --- the pod (pure) ----------------------------------------------------------------------
-
-
-class PodMetadata(TypedDict, total=False):
-    name: str
-    namespace: str
-    uid: str
-    annotations: dict[str, str]
-
-
-class PodSpec(TypedDict, total=False):
-    serviceAccountName: str
-
-
-class Pod(TypedDict, total=False):
-    """The fields of a core/v1 Pod the endpoint reads."""
-
-    metadata: PodMetadata
-    spec: PodSpec
-
-
-def check_pod(*, pod: Pod | None, report: Report, service_account: str) -> Decision:
-    """The pod must still be the one the token was bound to, and be one we injected."""
-    if pod is None:
-        return Reject(403, "pod_not_found", f"pod {report.namespace}/{report.pod} not found")
-    meta = pod.get("metadata", {})
-    if meta.get("uid") != report.uid:
-        return Reject(403, "wrong_uid", f"pod {report.pod} has another uid")
-    if pod.get("spec", {}).get("serviceAccountName", "default") != service_account:
-        return Reject(403, "wrong_service_account", f"pod {report.pod} runs as another account")
-    if meta.get("annotations", {}).get(INJECTED_ANNOTATION) != "true":
-        return Reject(
-            403, "not_injected", f"pod {report.pod} has no {INJECTED_ANNOTATION}=true annotation"
-        )
-    return Accept(service_account=service_account)
 
 
 # --- rate limit and counters (pure) ------------------------------------------------------

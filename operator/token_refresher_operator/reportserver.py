@@ -1,16 +1,16 @@
-"""The HTTPS server of the `/report` endpoint: the pure checks of `report` wired to aiohttp.
+"""The HTTPS server of the `/report` endpoint: the pure checks wired to aiohttp and the API.
 
-`make_app` builds the aiohttp application with the Kubernetes calls passed in (the tests
-pass fakes to inject faults); `serve_reports` is what the operator runs: TLS from files
-reloaded when they change, a TokenReview client with its cache, the pod reader and the
-Event recorder. See `report` for the order of the checks and why.
+`make_app` is the request handler: the gate of `report` and `checks`, in order, answered
+as JSON. `ReportServer` is the I/O shell around it, started and closed like the sidecar's
+`StatusServer`: TLS from files reloaded when they change (`tls`), a TokenReview client
+with its cache (`reviews`), the Event recorder (`recorder`), all over one `kubeapi.KubeApi`.
+`serve_reports` runs one until a stop event, as the operator and the benchmark do.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import re
 import socket
@@ -18,73 +18,25 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from .errors import OperatorError
-from .events import Aggregator, EventRecorder, State, render_note
-from .report import (
-    MAX_BODY,
-    Pod,
-    RateLimiter,
-    Report,
-    ReportInvalid,
-    ReportMetrics,
-    check_pod,
-    parse_report,
-)
-from .reviews import (
-    Reject,
-    ReviewUnavailable,
-    TokenReviewer,
-    TokenReviewStatus,
-    check_identity,
-)
+from .checks import Reject, check_identity, check_pod
+from .events import render_note
+from .kubeapi import KubeApi, KubeApiError, kube_api_client
+from .recorder import EventRecorder
+from .report import MAX_BODY, RateLimiter, Report, ReportInvalid, ReportMetrics, parse_report
+from .reviews import TokenReviewer
+from .series import Aggregator
 from .tls import ReloadingTLS
 
-__all__ = [
-    "KubePods",
-    "Pods",
-    "PodsUnavailable",
-    "Recorder",
-    "ReportSettings",
-    "Reviewer",
-    "make_app",
-    "serve_reports",
-]
+if TYPE_CHECKING:
+    from .config import OperatorSettings
+
+__all__ = ["ReportServer", "make_app", "serve_reports"]
 
 logger = logging.getLogger(__name__)
-
-
-# --- the HTTP shell ----------------------------------------------------------------------
-
-
-class Reviewer(Protocol):
-    async def review(self, token: str) -> TokenReviewStatus: ...
-
-
-class Pods(Protocol):
-    async def get(self, namespace: str, name: str) -> Pod | None: ...
-
-
-class Recorder(Protocol):
-    def record(
-        self,
-        *,
-        namespace: str,
-        pod: str,
-        uid: str,
-        state: State,
-        error: str | None,
-        note: str,
-        at: datetime,
-        token: str | None = None,
-    ) -> None: ...
-
-
-class PodsUnavailable(OperatorError):
-    """The pod could not be read (not: it does not exist): answer 503."""
 
 
 _BEARER = re.compile(r"^Bearer +([!-~]+) *$")
@@ -98,15 +50,19 @@ def _bearer(header: str | None) -> str | None:
 def make_app(
     *,
     audience: str,
-    reviewer: Reviewer,
-    pods: Pods,
-    recorder: Recorder,
+    reviewer: TokenReviewer,
+    kube: KubeApi,
+    recorder: EventRecorder,
     limiter: RateLimiter | None = None,
     metrics: ReportMetrics | None = None,
     clock: Callable[[], float] = time.monotonic,
     now: Callable[[], datetime] = lambda: datetime.now(UTC),
 ) -> web.Application:
-    """The aiohttp application: POST /report, GET /healthz."""
+    """The aiohttp application: POST /report, GET /healthz.
+
+    The checks in the order of `report`'s docstring; `kube` reads the pod. Tests pass
+    fakes for `reviewer`, `kube` and `recorder` to inject faults.
+    """
     limiter = limiter if limiter is not None else RateLimiter()
     metrics = metrics if metrics is not None else ReportMetrics()
 
@@ -142,7 +98,7 @@ def make_app(
             return refuse(Reject(400, "bad_body", "not a report: " + "; ".join(exc.lines)))
         try:
             review = await reviewer.review(token)
-        except ReviewUnavailable as exc:
+        except KubeApiError as exc:
             return refuse(Reject(503, "review_unavailable", "; ".join(exc.lines)), report)
         verdict = check_identity(review=review, report=report, audience=audience)
         if isinstance(verdict, Reject):
@@ -150,8 +106,8 @@ def make_app(
         if not limiter.allow(f"{report.namespace}/{report.pod}", now=clock()):
             return refuse(Reject(429, "rate_limited", "too many reports from this pod"), report)
         try:
-            pod = await pods.get(report.namespace, report.pod)
-        except PodsUnavailable as exc:
+            pod = await kube.read_pod(report.namespace, report.pod)
+        except KubeApiError as exc:
             return refuse(Reject(503, "pod_unavailable", "; ".join(exc.lines)), report)
         verdict = check_pod(pod=pod, report=report, service_account=verdict.service_account)
         if isinstance(verdict, Reject):
@@ -185,138 +141,122 @@ def make_app(
     return app
 
 
-class KubePods:
-    """Reads pods with the synchronous kubernetes client, in a thread."""
+class ReportServer:
+    """Serves /report over HTTPS on `host`:`port` between `start()` and `aclose()`.
 
-    def __init__(self, *, api_client: Any, timeout: float = 10.0) -> None:
-        from kubernetes import client
+    `api_client`: the kubernetes ApiClient to use; None makes one (`kube_api_client`) and
+    closes it on the way out. Events for one pod, token and reason are written at most
+    once per `coalesce` seconds.
+    """
 
-        self._api: Any = client.CoreV1Api(api_client)
-        self._timeout = timeout
-
-    async def get(self, namespace: str, name: str) -> Pod | None:
-        try:
-            raw = await asyncio.to_thread(self._read, namespace, name)
-        except Exception as exc:
-            status = getattr(exc, "status", None)
-            if status == 404:
-                return None
-            detail = f" (HTTP {status})" if status else ""
-            problem = f"reading the pod failed: {type(exc).__name__}{detail}"
-            raise PodsUnavailable([problem]) from exc
-        return raw if isinstance(raw, dict) else None  # type: ignore[return-value]
-
-    def _read(self, namespace: str, name: str) -> Any:
-        resp = self._api.read_namespaced_pod(
-            name, namespace, _preload_content=False, _request_timeout=self._timeout
+    def __init__(
+        self,
+        *,
+        host: str,
+        port: int,
+        cert_file: Path,
+        key_file: Path,
+        audience: str,
+        api_client: Any = None,
+        metrics: ReportMetrics | None = None,
+        limiter: RateLimiter | None = None,
+        coalesce: float = 10.0,
+        instance: str | None = None,
+    ) -> None:
+        self._host = host
+        self._port = port
+        self._tls = ReloadingTLS(cert_file, key_file, name="report endpoint")
+        self._owns_client = api_client is None
+        self._api_client = kube_api_client() if api_client is None else api_client
+        self.metrics = metrics if metrics is not None else ReportMetrics()
+        kube = KubeApi(self._api_client)
+        self.recorder = EventRecorder(
+            api=kube,
+            instance=instance or socket.gethostname(),
+            aggregator=Aggregator(interval=coalesce),
+            metrics=self.metrics.exported,
         )
-        return json.loads(resp.data)
-
-
-class ReportSettings(Protocol):
-    """What serve_reports reads from the operator settings."""
+        app = make_app(
+            audience=audience,
+            reviewer=TokenReviewer(api=kube, audience=audience, metrics=self.metrics.exported),
+            kube=kube,
+            recorder=self.recorder,
+            limiter=limiter,
+            metrics=self.metrics,
+        )
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        self._stop = asyncio.Event()
+        self._flusher: asyncio.Task[None] | None = None
 
     @property
-    def listen_host(self) -> str: ...
-    @property
-    def report_port(self) -> int: ...
-    @property
-    def tls_cert_file(self) -> Path: ...
-    @property
-    def tls_key_file(self) -> Path: ...
-    @property
-    def report_audience(self) -> str: ...
+    def port(self) -> int:
+        """The bound port (useful with port 0)."""
+        return int(self._runner.addresses[0][1])
 
+    async def start(self) -> None:
+        """Listen; raises what keeps it from listening (a port in use, bad certificates)."""
+        await self._runner.setup()
+        try:
+            site = web.TCPSite(self._runner, self._host, self._port, ssl_context=self._tls.context)
+            await site.start()
+        except BaseException:
+            await self.aclose()
+            raise
+        logger.info("report endpoint listening on https://%s:%d/report", self._host, self._port)
+        self._flusher = asyncio.create_task(self.recorder.run(self._stop))
 
-def _default_api_client() -> Any:
-    # In a pod: its service account; elsewhere (DEV): the kubeconfig. Not the library's
-    # global default configuration, which other code in the process may change.
-    from kubernetes import client
-    from kubernetes import config as kube_config
+    async def aclose(self) -> None:
+        """Drain requests, write the pending Event counts, log a one-line summary."""
+        await self._runner.cleanup()
+        self._stop.set()
+        if self._flusher is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._flusher
+        await self.recorder.aclose()
+        if self._owns_client:
+            self._api_client.close()
+        logger.info(
+            "report endpoint stopped: %s; events written %d, failed %d",
+            self.metrics.summary(),
+            self.recorder.written,
+            self.recorder.failures,
+        )
 
-    loader: Any = kube_config  # untyped functions
-    configuration = client.Configuration()
-    try:
-        loader.load_incluster_config(client_configuration=configuration)
-    except loader.ConfigException:
-        return loader.new_client_from_config()
-    return client.ApiClient(configuration)
+    async def __aenter__(self) -> ReportServer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
 
 
 async def serve_reports(
     *,
-    settings: ReportSettings,
+    settings: OperatorSettings,
     stop: asyncio.Event,
     api_client: Any = None,
     cert_file: Path | None = None,
     key_file: Path | None = None,
     metrics: ReportMetrics | None = None,
     limiter: RateLimiter | None = None,
-    coalesce: float = 10.0,
-    instance: str | None = None,
     started: asyncio.Event | None = None,
 ) -> None:
-    """Serve /report over HTTPS on settings.listen_host:settings.report_port until `stop`.
+    """A `ReportServer` on the settings' host, port and TLS files until `stop` is set.
 
     cert_file/key_file override the settings' TLS files (dev mode passes the webhook's
-    self-signed pair). Events for one pod and reason are written at most once per
-    `coalesce` seconds. `started` is set once the port is listening. On the way out:
-    drains requests, writes pending Event counts, logs a one-line summary.
+    self-signed pair). `started` is set once the port is listening.
     """
-    owned = api_client is None
-    api_client = _default_api_client() if owned else api_client
-    metrics = metrics if metrics is not None else ReportMetrics()
-    recorder = EventRecorder(
-        api_client=api_client,
-        instance=instance or socket.gethostname(),
-        aggregator=Aggregator(interval=coalesce),
-        metrics=metrics.exported,
-    )
-    reviewer = TokenReviewer(
-        api_client=api_client, audience=settings.report_audience, metrics=metrics.exported
-    )
-    app = make_app(
+    server = ReportServer(
+        host=settings.listen_host,
+        port=settings.report_port,
+        cert_file=Path(cert_file or settings.tls_cert_file),
+        key_file=Path(key_file or settings.tls_key_file),
         audience=settings.report_audience,
-        reviewer=reviewer,
-        pods=KubePods(api_client=api_client),
-        recorder=recorder,
-        limiter=limiter,
+        api_client=api_client,
         metrics=metrics,
+        limiter=limiter,
     )
-    tls = ReloadingTLS(
-        Path(cert_file or settings.tls_cert_file),
-        Path(key_file or settings.tls_key_file),
-        name="report endpoint",
-    )
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
-    await runner.setup()
-    flusher: asyncio.Task[None] | None = None
-    try:
-        site = web.TCPSite(
-            runner, settings.listen_host, settings.report_port, ssl_context=tls.context
-        )
-        await site.start()
-        logger.info(
-            "report endpoint listening on https://%s:%d/report",
-            settings.listen_host,
-            settings.report_port,
-        )
+    async with server:
         if started is not None:
             started.set()
-        flusher = asyncio.create_task(recorder.run(stop))
         await stop.wait()
-    finally:
-        await runner.cleanup()
-        if flusher is not None:
-            flusher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await flusher
-        await recorder.aclose()
-        if owned:
-            api_client.close()
-        logger.info(
-            "report endpoint stopped: %s; events written %d, failed %d",
-            metrics.summary(),
-            recorder.written,
-            recorder.failures,
-        )

@@ -10,15 +10,16 @@ from typing import Any
 import pytest
 
 from token_refresher_operator.events import (
-    Aggregator,
     CreateEvent,
-    EventRecorder,
     PatchSeries,
     SeriesKey,
     event_body,
     event_name,
     series_patch,
 )
+from token_refresher_operator.kubeapi import KubeApi
+from token_refresher_operator.recorder import EventRecorder
+from token_refresher_operator.series import Aggregator
 
 T0 = datetime(2026, 11, 22, 1, 0, tzinfo=UTC)
 KEY = SeriesKey("billing", "api-1", "uid-1", "TokenRefreshFailed", "invalid_client")
@@ -231,7 +232,7 @@ class ApiError(Exception):
 
 
 class FakeEventsApi:
-    """Stands in for EventsV1Api: records calls, fails on demand."""
+    """Stands in for CoreV1Api's Event calls: records them, fails on demand."""
 
     def __init__(self) -> None:
         self.created: list[dict[str, Any]] = []
@@ -252,6 +253,12 @@ class FakeEventsApi:
         self.patched.append((name, body))
 
 
+def faked(core: FakeEventsApi) -> KubeApi:
+    kube = KubeApi(None)
+    kube.core = core
+    return kube
+
+
 class Clock:
     def __init__(self) -> None:
         self.now = 0.0
@@ -263,13 +270,12 @@ class Clock:
 def recorder(clock: Clock) -> tuple[EventRecorder, FakeEventsApi]:
     api = FakeEventsApi()
     rec = EventRecorder(
-        api_client=None,
+        api=faked(api),
         instance="op-0",
         aggregator=Aggregator(interval=10),
         clock=clock,
         clock_ns=lambda: 0xABC,
     )
-    rec._api = api
     return rec, api
 
 

@@ -11,7 +11,10 @@ from typing import Any
 import pytest
 
 from tests.controlplane import ControlPlane
-from token_refresher_operator.events import Aggregator, EventRecorder, micro_time, render_note
+from token_refresher_operator.events import micro_time, render_note
+from token_refresher_operator.kubeapi import KubeApi
+from token_refresher_operator.recorder import EventRecorder
+from token_refresher_operator.series import Aggregator
 
 pytestmark = [pytest.mark.cluster]
 
@@ -43,7 +46,7 @@ async def test_a_whole_second_event_time_is_accepted_and_counted(
     api_client = cluster.api_client()
     clock = [0.0]
     recorder = EventRecorder(
-        api_client=api_client,
+        api=KubeApi(api_client),
         instance="test",
         aggregator=Aggregator(interval=10),
         clock=lambda: clock[0],
@@ -69,7 +72,7 @@ async def test_an_event_deleted_meanwhile_is_created_again(
     api_client = cluster.api_client()
     clock = [0.0]
     recorder = EventRecorder(
-        api_client=api_client,
+        api=KubeApi(api_client),
         instance="test",
         aggregator=Aggregator(interval=10),
         clock=lambda: clock[0],
@@ -114,7 +117,7 @@ async def test_the_count_shows_in_kubectl_get_events_and_the_series_stays(
     api_client = cluster.api_client()
     clock = [0.0]
     recorder = EventRecorder(
-        api_client=api_client,
+        api=KubeApi(api_client),
         instance="test",
         aggregator=Aggregator(interval=10),
         clock=lambda: clock[0],

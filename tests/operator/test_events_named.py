@@ -14,17 +14,13 @@ from aiohttp.test_utils import TestClient
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from tests.operator.test_events_aggregation import FakeEventsApi
+from tests.operator.test_events_aggregation import FakeEventsApi, faked
 from tests.operator.test_report_endpoint import auth, client, fakes, report
 from token_refresher.settings import TOKEN_NAME
-from token_refresher_operator.events import (
-    Aggregator,
-    CreateEvent,
-    EventRecorder,
-    SeriesKey,
-    render_note,
-)
+from token_refresher_operator.events import CreateEvent, SeriesKey, render_note
+from token_refresher_operator.recorder import EventRecorder
 from token_refresher_operator.report import ReportInvalid, parse_report
+from token_refresher_operator.series import Aggregator
 
 __all__ = ["client", "fakes"]  # fixtures of test_report_endpoint, used here too
 
@@ -148,13 +144,12 @@ class Clock:
 def recorder() -> tuple[EventRecorder, FakeEventsApi]:
     api = FakeEventsApi()
     rec = EventRecorder(
-        api_client=None,
+        api=faked(api),
         instance="op-0",
         aggregator=Aggregator(interval=10),
         clock=Clock(),
         clock_ns=lambda: 0xABC,
     )
-    rec._api = api
     return rec, api
 
 

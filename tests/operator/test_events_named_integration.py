@@ -9,7 +9,10 @@ import pytest
 
 from tests.controlplane import ControlPlane
 from tests.operator.test_events_integration import events, pod
-from token_refresher_operator.events import Aggregator, EventRecorder, render_note
+from token_refresher_operator.events import render_note
+from token_refresher_operator.kubeapi import KubeApi
+from token_refresher_operator.recorder import EventRecorder
+from token_refresher_operator.series import Aggregator
 
 __all__ = ["pod"]  # the fixture of test_events_integration, used here too
 
@@ -23,7 +26,7 @@ async def test_each_failing_token_of_a_pod_has_its_own_event(
     before = {e["metadata"]["name"] for e in events(cluster, ns)}
     api_client = cluster.api_client()
     recorder = EventRecorder(
-        api_client=api_client, instance="test", aggregator=Aggregator(interval=10)
+        api=KubeApi(api_client), instance="test", aggregator=Aggregator(interval=10)
     )
     at = datetime(2026, 11, 22, 2, 0, 0, 1, tzinfo=UTC)
     for token, error in (

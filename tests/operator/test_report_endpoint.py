@@ -20,21 +20,17 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from token_refresher_operator.devcert import write_self_signed
-from token_refresher_operator.report import (
+from token_refresher_operator.checks import (
     INJECTED_ANNOTATION,
-    MAX_BODY,
-    Pod,
-    RateLimiter,
-    ReportMetrics,
-)
-from token_refresher_operator.reportserver import PodsUnavailable, make_app, serve_reports
-from token_refresher_operator.reviews import (
     POD_NAME_EXTRA,
     POD_UID_EXTRA,
-    ReviewUnavailable,
     TokenReviewStatus,
 )
+from token_refresher_operator.devcert import write_self_signed
+from token_refresher_operator.kubeapi import KubeApiError
+from token_refresher_operator.manifests import Pod
+from token_refresher_operator.report import MAX_BODY, RateLimiter, ReportMetrics
+from token_refresher_operator.reportserver import ReportServer, make_app
 
 AUD = "token-refresher-report"
 UID_A = "11111111-1111-1111-1111-111111111111"
@@ -74,11 +70,13 @@ class FakeReviewer:
 
     async def review(self, token: str) -> TokenReviewStatus:
         if self.down:
-            raise ReviewUnavailable(["TokenReview failed: MaxRetryError"])
+            raise KubeApiError("TokenReview", ConnectionError())
         return self.tokens.get(token, {"error": "invalid bearer token", "user": {}})
 
 
-class FakePods:
+class FakeKube:
+    """Stands in for KubeApi's pod read."""
+
     def __init__(self) -> None:
         self.pods = {
             "a": a_pod("a", UID_A),
@@ -87,9 +85,9 @@ class FakePods:
         }
         self.down = False
 
-    async def get(self, namespace: str, name: str) -> Pod | None:
+    async def read_pod(self, namespace: str, name: str) -> Pod | None:
         if self.down:
-            raise PodsUnavailable(["reading the pod failed: ApiException (HTTP 500)"])
+            raise KubeApiError("reading the pod", ConnectionError())
         return self.pods.get(name)
 
 
@@ -123,7 +121,7 @@ def auth(token: str = TOKEN_A) -> dict[str, str]:
 def fakes() -> SimpleNamespace:
     return SimpleNamespace(
         reviewer=FakeReviewer(),
-        pods=FakePods(),
+        pods=FakeKube(),
         recorder=FakeRecorder(),
         metrics=ReportMetrics(),
         limiter=RateLimiter(rate=5.0, burst=20),
@@ -135,7 +133,7 @@ async def client(fakes: SimpleNamespace) -> AsyncIterator[TestClient[Any, Any]]:
     app = make_app(
         audience=AUD,
         reviewer=fakes.reviewer,
-        pods=fakes.pods,
+        kube=fakes.pods,
         recorder=fakes.recorder,
         limiter=fakes.limiter,
         metrics=fakes.metrics,
@@ -300,14 +298,6 @@ def write_cert(directory: Path, name: str) -> tuple[Path, Path]:
     return cert.cert_file, cert.key_file
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 async def healthz(port: int, ca: Path) -> int:
     ctx = ssl.create_default_context(cafile=str(ca))
     async with (
@@ -323,33 +313,26 @@ async def test_the_server_serves_https_and_picks_up_a_renewed_certificate(
     from kubernetes import client as kube
 
     cert, key = write_cert(tmp_path, "first")
-    settings = SimpleNamespace(
-        listen_host="127.0.0.1",
-        report_port=free_port(),
-        tls_cert_file=cert,
-        tls_key_file=key,
-        report_audience=AUD,
+    server = ReportServer(
+        host="127.0.0.1",
+        port=0,
+        cert_file=cert,
+        key_file=key,
+        audience=AUD,
+        api_client=kube.ApiClient(),
     )
-    stop, started = asyncio.Event(), asyncio.Event()
     with caplog.at_level(logging.INFO):
-        server = asyncio.create_task(
-            serve_reports(
-                settings=settings, stop=stop, api_client=kube.ApiClient(), started=started
-            )
-        )
-        await asyncio.wait_for(started.wait(), 10)
-        assert await healthz(settings.report_port, tmp_path / "first.crt") == 200
-        write_cert(tmp_path, "second")
-        await asyncio.sleep(1.1)  # the files are looked at once a second at most
-        assert await healthz(settings.report_port, tmp_path / "second.crt") == 200
-        with pytest.raises(aiohttp.ClientConnectorCertificateError):
-            await healthz(settings.report_port, tmp_path / "first.crt")
-        # A half-written renewal (a cert without its key yet) keeps the previous pair.
-        (tmp_path / "tls.crt").write_text("-----BEGIN CERTIFICATE-----\ntruncated")
-        await asyncio.sleep(1.1)
-        assert await healthz(settings.report_port, tmp_path / "second.crt") == 200
-        stop.set()
-        await asyncio.wait_for(server, 10)
+        async with server:
+            assert await healthz(server.port, tmp_path / "first.crt") == 200
+            write_cert(tmp_path, "second")
+            await asyncio.sleep(1.1)  # the files are looked at once a second at most
+            assert await healthz(server.port, tmp_path / "second.crt") == 200
+            with pytest.raises(aiohttp.ClientConnectorCertificateError):
+                await healthz(server.port, tmp_path / "first.crt")
+            # A half-written renewal (a cert without its key yet) keeps the previous pair.
+            (tmp_path / "tls.crt").write_text("-----BEGIN CERTIFICATE-----\ntruncated")
+            await asyncio.sleep(1.1)
+            assert await healthz(server.port, tmp_path / "second.crt") == 200
     assert "serving the renewed certificate" in caplog.text
     assert "keeping the previous certificate" in caplog.text
     assert "report endpoint stopped: reports accepted 0 (none), rejected 0 (none)" in caplog.text

@@ -31,7 +31,7 @@ from tests.rbac import report_endpoint_rbac
 from token_refresher_operator.config import OperatorSettings
 from token_refresher_operator.devcert import write_self_signed
 from token_refresher_operator.report import ReportMetrics
-from token_refresher_operator.reportserver import serve_reports
+from token_refresher_operator.reportserver import ReportServer
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
@@ -177,22 +177,18 @@ def endpoint(cluster: ControlPlane, tmp_path_factory: pytest.TempPathFactory) ->
 
     async def main() -> None:
         stop.append(asyncio.Event())
-        ready = asyncio.Event()
-        server = asyncio.create_task(
-            serve_reports(
-                settings=settings,
-                stop=stop[0],
-                api_client=api_client,
-                metrics=metrics,
-                coalesce=1.0,  # production: 10 s; the tests should not wait that long
-                started=ready,
-            )
-        )
-        await asyncio.wait(
-            {server, asyncio.create_task(ready.wait())}, return_when="FIRST_COMPLETED"
-        )
-        started.set()
-        await server
+        async with ReportServer(
+            host=settings.listen_host,
+            port=settings.report_port,
+            cert_file=cert,
+            key_file=key,
+            audience=settings.report_audience,
+            api_client=api_client,
+            metrics=metrics,
+            coalesce=1.0,  # production: 10 s; the tests should not wait that long
+        ):
+            started.set()
+            await stop[0].wait()
 
     def thread_main() -> None:
         try:

@@ -8,17 +8,15 @@ from typing import Any
 
 import pytest
 
+from token_refresher_operator.checks import INJECTED_ANNOTATION, Accept, Reject, check_pod
+from token_refresher_operator.manifests import Pod
 from token_refresher_operator.report import (
-    INJECTED_ANNOTATION,
-    Pod,
     RateLimiter,
     Report,
     ReportInvalid,
     ReportMetrics,
-    check_pod,
     parse_report,
 )
-from token_refresher_operator.reviews import Accept, Reject
 
 UID = "e3631b76-7c92-4ac7-ac2f-1f0129a1bce7"
 VALID: dict[str, Any] = {

@@ -10,19 +10,16 @@ from typing import Any
 
 import pytest
 
-from token_refresher_operator.reviews import (
+from token_refresher_operator.checks import (
     POD_NAME_EXTRA,
     POD_UID_EXTRA,
     Accept,
     Reject,
-    ReviewCache,
-    ReviewUnavailable,
-    TokenReviewer,
     TokenReviewStatus,
     check_identity,
-    token_digest,
-    token_expiry,
 )
+from token_refresher_operator.kubeapi import KubeApi, KubeApiError
+from token_refresher_operator.reviews import ReviewCache, TokenReviewer, token_digest, token_expiry
 
 AUD = "token-refresher-report"
 UID = "e3631b76-7c92-4ac7-ac2f-1f0129a1bce7"
@@ -174,7 +171,7 @@ def test_the_cache_is_bounded() -> None:
 
 
 class FakeAuthApi:
-    """Stands in for AuthenticationV1Api to inject faults and count calls."""
+    """Stands in for AuthenticationV1Api (`KubeApi.authentication`): faults, call counts."""
 
     def __init__(self, status: TokenReviewStatus | None = None, fail: Exception | None = None):
         self.status = status if status is not None else review()
@@ -189,9 +186,9 @@ class FakeAuthApi:
 
 
 def reviewer(api: FakeAuthApi, **kwargs: Any) -> TokenReviewer:
-    r = TokenReviewer(api_client=None, audience=AUD, **kwargs)
-    r._api = api
-    return r
+    kube = KubeApi(None)
+    kube.authentication = api
+    return TokenReviewer(api=kube, audience=AUD, **kwargs)
 
 
 async def test_the_reviewer_asks_for_our_audience_and_caches() -> None:
@@ -217,11 +214,11 @@ class Unreachable(Exception):
     status = 500
 
 
-async def test_api_failures_become_review_unavailable_without_the_token() -> None:
+async def test_api_failures_are_reported_without_the_token() -> None:
     token = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJl"
     api = FakeAuthApi(fail=Unreachable(f"request {token} failed"))
     r = reviewer(api)
-    with pytest.raises(ReviewUnavailable) as info:
+    with pytest.raises(KubeApiError) as info:
         await r.review(token)
     assert info.value.lines == ["TokenReview failed: Unreachable (HTTP 500)"]
     assert info.value.__cause__ is None
@@ -256,7 +253,7 @@ async def test_reviews_and_cache_hits_are_counted_for_prometheus() -> None:
     await r.review(token)
     await r.review(token)
     failing = reviewer(FakeAuthApi(fail=RuntimeError("down")), metrics=r.metrics)
-    with pytest.raises(ReviewUnavailable):
+    with pytest.raises(KubeApiError):
         await failing.review(jwt({"exp": 301}))
     value = r.metrics.registry.get_sample_value
     reviews = "token_refresher_operator_token_reviews_total"
