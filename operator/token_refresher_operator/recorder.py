@@ -13,6 +13,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from .events import (
@@ -34,6 +35,7 @@ __all__ = ["EventRecorder"]
 logger = logging.getLogger(__name__)
 
 
+@dataclass(kw_only=True, eq=False)
 class EventRecorder:
     """Writes the aggregator's decisions to the API, in threads, never raising.
 
@@ -41,25 +43,15 @@ class EventRecorder:
     updates; `aclose()` writes what is still pending and waits for writes in flight.
     """
 
-    def __init__(
-        self,
-        *,
-        api: KubeApi,
-        instance: str,
-        aggregator: Aggregator | None = None,
-        clock: Callable[[], float] = time.monotonic,
-        clock_ns: Callable[[], int] = time.time_ns,
-        metrics: OperatorMetrics | None = None,
-    ) -> None:
-        self.api = api
-        self.metrics = metrics if metrics is not None else OperatorMetrics()
-        self.instance = instance
-        self.aggregator = aggregator if aggregator is not None else Aggregator()
-        self._clock = clock
-        self._clock_ns = clock_ns
-        self._tasks: set[asyncio.Task[None]] = set()
-        self.written = 0
-        self.failures = 0
+    api: KubeApi
+    instance: str
+    aggregator: Aggregator = field(default_factory=Aggregator)
+    clock: Callable[[], float] = time.monotonic
+    clock_ns: Callable[[], int] = time.time_ns
+    metrics: OperatorMetrics = field(default_factory=OperatorMetrics)
+    written: int = field(default=0, init=False)
+    failures: int = field(default=0, init=False)
+    _tasks: set[asyncio.Task[None]] = field(default_factory=set, init=False, repr=False)
 
     def record(
         self,
@@ -79,7 +71,7 @@ class EventRecorder:
         token of a pod has its own series: two failing tokens are two Events.
         """
         type_, reason = reason_for(state)
-        now = self._clock()
+        now = self.clock()
         if state == "recovered":
             # A recovery ends the token's failure series: the next failure is news again.
             for final in self.aggregator.end(
@@ -98,7 +90,7 @@ class EventRecorder:
     async def run(self, stop: asyncio.Event, *, tick: float = 1.0) -> None:
         """Write delayed series updates until `stop` is set."""
         while not stop.is_set():
-            for write in self.aggregator.due(self._clock()):
+            for write in self.aggregator.due(self.clock()):
                 self._spawn(write)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=tick)
@@ -121,7 +113,7 @@ class EventRecorder:
         key = write.key
         try:
             if isinstance(write, CreateEvent):
-                name = event_name(key.pod, self._clock_ns())
+                name = event_name(key.pod, self.clock_ns())
                 body = event_body(write, name=name, instance=self.instance)
                 await self.api.create_event(key.namespace, body)
                 self.aggregator.done(write, name=name)

@@ -18,17 +18,9 @@ from __future__ import annotations
 import unicodedata
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Annotated, Final
+from typing import Final
 
-from pydantic import (
-    AfterValidator,
-    AwareDatetime,
-    BaseModel,
-    ConfigDict,
-    Field,
-    ValidationError,
-    field_validator,
-)
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from token_refresher.settings import DEFAULT_TOKEN, TOKEN_NAME
 
@@ -77,7 +69,7 @@ class Report(BaseModel):
     uid: str = Field(max_length=64, pattern=r"^[A-Za-z0-9-]+$")
     state: State
     error: str | None = Field(None, pattern=r"^[A-Za-z0-9_.:-]{1,64}$")
-    description: Annotated[str, AfterValidator(_clean)] = Field("", max_length=4096)
+    description: str = Field("", max_length=4096)
     consecutive_failures: int = Field(0, ge=0, le=2**31 - 1)
     since: AwareDatetime | None = None
     # Which of the pod's tokens (issue 17): a named token, or "default" (also: absent).
@@ -101,6 +93,11 @@ class Report(BaseModel):
     def _no_description(cls, value: object) -> object:
         # A recovery has no error to describe: the sidecar sends null, which means "".
         return "" if value is None else value
+
+    @field_validator("description")
+    @classmethod
+    def _clean_description(cls, value: str) -> str:
+        return _clean(value)
 
 
 class ReportInvalid(OperatorError):

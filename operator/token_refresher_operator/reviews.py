@@ -13,7 +13,7 @@ import asyncio
 import hashlib
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from token_refresher.expiry import jwt_claims
 
@@ -47,6 +47,7 @@ class _Entry:
     until: float  # monotonic
 
 
+@dataclass(kw_only=True)
 class ReviewCache:
     """Review results by token digest, kept until the token's `exp` (at most `max_ttl`).
 
@@ -54,13 +55,10 @@ class ReviewCache:
     costs one review every half minute, not one per retry. Time is passed in: pure.
     """
 
-    def __init__(
-        self, *, max_ttl: float = 600.0, negative_ttl: float = 30.0, max_entries: int = 10_000
-    ) -> None:
-        self.max_ttl = max_ttl
-        self.negative_ttl = negative_ttl
-        self.max_entries = max_entries
-        self._entries: dict[str, _Entry] = {}
+    max_ttl: float = 600.0
+    negative_ttl: float = 30.0
+    max_entries: int = 10_000
+    _entries: dict[str, _Entry] = field(default_factory=dict, init=False, repr=False)
 
     def __len__(self) -> int:
         return len(self._entries)

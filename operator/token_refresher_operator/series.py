@@ -136,23 +136,14 @@ class Aggregator:
 
     def _issue(self, key: SeriesKey, series: _Series, *, now: float) -> Write:
         write: Write
+        # In the order of the fields: (key, type, note, event_time, count, last_observed)
+        # and (key, name, count, last_observed, note).
         if series.name is None:
             write = CreateEvent(
-                key=key,
-                type=series.type,
-                note=series.note,
-                event_time=series.first,
-                count=series.count,
-                last_observed=series.last,
+                key, series.type, series.note, series.first, series.count, series.last
             )
         else:
-            write = PatchSeries(
-                key=key,
-                name=series.name,
-                count=series.count,
-                last_observed=series.last,
-                note=series.note,
-            )
+            write = PatchSeries(key, series.name, series.count, series.last, series.note)
         series.in_flight = write
         series.wrote_at = now
         return write
