@@ -6,9 +6,9 @@ containers' read-only token mount, or an empty list when there is nothing to do.
 the webhook hands in the pod and the cluster config, and tests call it directly.
 
 The env rendered for the sidecar is validated with the sidecar's own settings model
-(`token_refresher.settings.Settings.from_env`), and its messages are translated back to
-annotation names, so a pod is denied at admission for exactly the reasons the sidecar
-would have refused to start, in words about what the user wrote.
+(`token_refresher.settings.Settings.from_env`), and each problem it reports is named by
+the annotation that sets the field, so a pod is denied at admission for exactly the
+reasons the sidecar would have refused to start, in words about what the user wrote.
 
 Named tokens (`<setting>.<name>` annotations, issue 17) go into the one env var
 `TOKEN_REFRESHER_TOKENS` as JSON holding only what each token sets itself: the sidecar's
@@ -22,20 +22,13 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
-import re
 from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
 
-from token_refresher.settings import (
-    ENV_PREFIX,
-    ClientAuth,
-    Grant,
-    Settings,
-    config_errors,
-    env_name,
-)
+from token_refresher.problems import FieldPath, Problem, config_problems, env_field_name
+from token_refresher.settings import ClientAuth, Grant, Settings, env_name
 from token_refresher_operator.annotations import (
     INJECTED,
     InjectionSpec,
@@ -99,34 +92,30 @@ NEVER_INJECTED_NAMESPACES = frozenset({"kube-system"})
 # Values for downward-API env while validating: the real ones exist only on the node.
 _PLACEHOLDER = "validating"
 
-# Sidecar env var -> the annotation a person writes to set it.
+# Sidecar settings field -> the annotation a person writes to set it.
 _ANNOTATION_OF = {
-    env_name("issuer"): "issuer",
-    env_name("token_url"): "token-url",
-    env_name("grant"): "grant",
-    env_name("client_id"): "client-id",
-    env_name("client_auth"): "client-auth",
-    env_name("client_secret_file"): "client-secret",
-    env_name("private_key_file"): "private-key",
-    env_name("private_key_id"): "private-key-id",
-    env_name("refresh_token_file"): "refresh-token",
-    env_name("family_secret"): "family-secret",
-    env_name("service_account_token_file"): "service-account-audience",
-    env_name("scope"): "scope",
-    env_name("audience"): "audience",
-    env_name("resource"): "resource",
-    env_name("output"): "file",
-    env_name("format"): "format",
-    env_name("refresh_ratio"): "refresh-ratio",
-    env_name("subject_token_type"): "subject-token-type",
-    env_name("token_params"): "token-params",
+    "issuer": "issuer",
+    "token_url": "token-url",
+    "grant": "grant",
+    "client_id": "client-id",
+    "client_auth": "client-auth",
+    "client_secret_file": "client-secret",
+    "private_key_file": "private-key",
+    "private_key_id": "private-key-id",
+    "refresh_token_file": "refresh-token",
+    "family_secret": "family-secret",
+    "service_account_token_file": "service-account-audience",
+    "scope": "scope",
+    "audience": "audience",
+    "resource": "resource",
+    "output": "file",
+    "format": "format",
+    "refresh_ratio": "refresh-ratio",
+    "subject_token_type": "subject-token-type",
+    "token_params": "token-params",
 }
 # A named token's setting: annotation -> the sidecar field it sets (the same table).
-_FIELD_OF = {key: env[len(ENV_PREFIX) :].lower() for env, key in _ANNOTATION_OF.items()}
-# `TOKEN_REFRESHER_TOKENS__<NAME>__<FIELD>`: the sidecar's name for a named token's
-# setting, NAME upper-cased as written; or `TOKEN_REFRESHER_TOKENS__<NAME>`, the token.
-_TOKEN_ENV_NAME = re.compile(r"\bTOKEN_REFRESHER_TOKENS__([A-Z0-9-]+)(?:__([A-Z_]+))?\b")
-_ENV_NAME = re.compile(r"\bTOKEN_REFRESHER_[A-Z_]+\b")
+_FIELD_OF = {key: field for field, key in _ANNOTATION_OF.items()}
 
 
 def escape(token: str) -> str:
@@ -303,28 +292,31 @@ def render_env(
     return env
 
 
-def _token_annotation(match: re.Match[str]) -> str:
-    token, field_name = match.group(1).lower(), match.group(2)
-    if field_name is None:
-        return f"token {token}"
-    key = _ANNOTATION_OF.get(ENV_PREFIX + field_name)
-    return annotation(f"{key}.{token}") if key is not None else match.group(0)
+def _key_of(path: FieldPath) -> str | None:
+    """The annotation key that sets a sidecar settings field (`audience`,
+    `audience.payments`), if a pod's author can set it."""
+    if path[0] == "tokens":
+        if len(path) < 3 or path[2] not in _ANNOTATION_OF:
+            return None
+        return f"{_ANNOTATION_OF[path[2]]}.{path[1]}"
+    return _ANNOTATION_OF.get(path[0])
 
 
-def _to_annotations(line: str) -> str:
-    if "TOKEN_REFRESHER_TOKENS__" in line:
-        line = _TOKEN_ENV_NAME.sub(_token_annotation, line)
-    translated = _ENV_NAME.sub(
-        lambda m: (
-            annotation(_ANNOTATION_OF[m.group(0)]) if m.group(0) in _ANNOTATION_OF else m.group(0)
-        ),
-        line,
-    )
-    if "token-refresher.io/" not in translated:
+def _annotation_name(path: FieldPath) -> str:
+    """The operator's name of a sidecar settings field: the annotation that sets it,
+    else the sidecar's env var name, which only the cluster's configuration sets."""
+    if len(path) == 2 and path[0] == "tokens":
+        return f"token {path[1]}"
+    key = _key_of(path)
+    return env_field_name(path) if key is None else annotation(key)
+
+
+def _annotation_line(problem: Problem) -> str:
+    if all(_key_of(field) is None for field in problem.fields()):
         # Nothing the pod's author wrote: the operator rendered something the sidecar
         # refuses, which only the cluster's configuration can fix.
-        return f"token-refresher operator configuration: {line}"
-    return translated
+        return f"token-refresher operator configuration: {problem.render(_annotation_name)}"
+    return problem.render(_annotation_name)
 
 
 def check_env(env: list[EnvVar]) -> Settings:
@@ -343,7 +335,7 @@ def _validated(flat: tuple[tuple[str, str], ...]) -> Settings | tuple[str, ...]:
     try:
         return Settings.from_env(dict(flat))
     except ValidationError as exc:
-        return tuple(_to_annotations(line) for line in config_errors(exc))
+        return tuple(_annotation_line(problem) for problem in config_problems(exc))
 
 
 def _probe(path: str, port: int, *, period: int, failures: int) -> Probe:

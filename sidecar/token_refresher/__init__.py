@@ -14,12 +14,12 @@ if TYPE_CHECKING:
     from .cli import main, serve
     from .clock import Clock, SystemClock
     from .errors import (
-        ConfigError,
         CoordinationError,
         CredentialError,
         DiscoveryError,
         IdPError,
         OutputError,
+        RefreshFailure,
         TokenEndpointError,
         TokenRefresherError,
     )
@@ -34,7 +34,6 @@ if TYPE_CHECKING:
 __all__ = [
     "ClientAuth",
     "Clock",
-    "ConfigError",
     "CoordinationError",
     "CredentialError",
     "DiscoveryError",
@@ -42,6 +41,7 @@ __all__ = [
     "IdPError",
     "Metrics",
     "OutputError",
+    "RefreshFailure",
     "Refresher",
     "Refreshers",
     "Reporter",
@@ -63,7 +63,6 @@ __all__ = [
 _MODULE_OF = {
     "ClientAuth": "settings",
     "Clock": "clock",
-    "ConfigError": "errors",
     "CoordinationError": "errors",
     "CredentialError": "errors",
     "DiscoveryError": "errors",
@@ -71,6 +70,7 @@ _MODULE_OF = {
     "IdPError": "errors",
     "Metrics": "metrics",
     "OutputError": "errors",
+    "RefreshFailure": "errors",
     "Refresher": "refresher",
     "Refreshers": "refreshers",
     "Reporter": "report",

@@ -3,29 +3,31 @@
 Our exception hierarchy:
 
 * TokenRefresherError
-  + ConfigError        - a setting or a configured file is unusable; exit code 2
-  + CredentialError    - a credential file (secret, key, token) could not be read now
-  + IdPError           - the identity provider did not give us a usable answer
-    - DiscoveryError       - /.well-known/openid-configuration was unusable
-    - TokenEndpointError   - the token endpoint refused, failed, or answered garbage
-  + OutputError        - the token file could not be written or removed
-  + CoordinationError  - the family Secret shared with other replicas could not be used
+  + RefreshFailure     - one attempt failed; carries `error` and `permanent` for retrying
+    - CredentialError    - a credential file (secret, key, token) could not be read now
+    - IdPError           - the identity provider did not give us a usable answer
+      . DiscoveryError       - /.well-known/openid-configuration was unusable
+      . TokenEndpointError   - the token endpoint refused, failed, or answered garbage
+    - OutputError        - the token file could not be written or removed
+    - CoordinationError  - the family Secret shared with other replicas could not be used
 
-Every message is a plain sentence naming the object and the cause. None of them ever
-carries a token, a secret, an assertion or a refresh token: they end up in logs, in
-`/status` and in pod Events, which far more people can read than the credentials.
+A wrong setting is not an exception here: `Settings` validation reports it (see
+`settings.config_problems`) and the CLI exits 2. Every message is a plain sentence naming
+the object and the cause. None of them ever carries a token, a secret, an assertion or a
+refresh token: they end up in logs, in `/status` and in pod Events, which far more people
+can read than the credentials.
 """
 
 from __future__ import annotations
 
 __all__ = [
     "PERMANENT_OAUTH_ERRORS",
-    "ConfigError",
     "CoordinationError",
     "CredentialError",
     "DiscoveryError",
     "IdPError",
     "OutputError",
+    "RefreshFailure",
     "TokenEndpointError",
     "TokenRefresherError",
 ]
@@ -42,15 +44,33 @@ class TokenRefresherError(Exception):
     """Base class of every error token-refresher raises on purpose."""
 
 
-class ConfigError(TokenRefresherError):
-    """The configuration cannot work; `lines` holds one problem per line."""
+class RefreshFailure(TokenRefresherError):
+    """One attempt at a token failed; what the retry schedule and reports need to know.
 
-    def __init__(self, lines: list[str]) -> None:
-        super().__init__("\n".join(lines))
-        self.lines = lines
+    `error` is a short, low-cardinality class for reports and metrics; `permanent` says
+    only a person can fix it (the retry then waits longer, and a credential change wakes
+    it); `retry_after` is the IdP's Retry-After in seconds, if it sent one.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        error: str,
+        permanent: bool = False,
+        description: str | None = None,
+        status: int | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.error = error
+        self.permanent = permanent
+        self.description = description
+        self.status = status
+        self.retry_after = retry_after
 
 
-class CredentialError(TokenRefresherError):
+class CredentialError(RefreshFailure):
     """A credential could not be read or is not usable now.
 
     Transient by default, since kubelet may be half-way through rotating the file;
@@ -60,37 +80,16 @@ class CredentialError(TokenRefresherError):
     def __init__(
         self, message: str, *, error: str = "credential_unreadable", permanent: bool = False
     ) -> None:
-        super().__init__(message)
-        self.error = error
-        self.description: str | None = None
-        self.permanent = permanent
-        self.retry_after: float | None = None
+        super().__init__(message, error=error, permanent=permanent)
 
 
-class IdPError(TokenRefresherError):
+class IdPError(RefreshFailure):
     """The identity provider's answer was an error or unusable.
 
     `error` is the OAuth error code (RFC 6749 section 5.2) when the IdP sent one, else a
     short class such as `http_503`, `timeout`, `connect_error` or `invalid_response`:
     it goes into reports and metrics, so it must stay low-cardinality.
     """
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        error: str,
-        description: str | None = None,
-        status: int | None = None,
-        retry_after: float | None = None,
-        permanent: bool = False,
-    ) -> None:
-        super().__init__(message)
-        self.error = error
-        self.description = description
-        self.status = status
-        self.retry_after = retry_after
-        self.permanent = permanent
 
 
 class DiscoveryError(IdPError):
@@ -101,11 +100,14 @@ class TokenEndpointError(IdPError):
     """The token endpoint did not give us a token."""
 
 
-class OutputError(TokenRefresherError):
+class OutputError(RefreshFailure):
     """Writing or removing the token file failed; the previous file is untouched."""
 
+    def __init__(self, message: str) -> None:
+        super().__init__(message, error="output_error")
 
-class CoordinationError(TokenRefresherError):
+
+class CoordinationError(RefreshFailure):
     """The token family's Secret could not be read or written through the kube-apiserver.
 
     `error` is a short class for reports and metrics: `forbidden` (a missing RBAC grant,
@@ -113,19 +115,3 @@ class CoordinationError(TokenRefresherError):
     `config_error`, `credential_unreadable`, `waiting_for_holder`, or `invalid_grant`
     (the IdP rejected the family). Permanent when only a person can fix it.
     """
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        error: str,
-        permanent: bool = False,
-        description: str | None = None,
-        status: int | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.error = error
-        self.description = description
-        self.status = status
-        self.permanent = permanent
-        self.retry_after: float | None = None

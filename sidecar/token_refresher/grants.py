@@ -31,12 +31,10 @@ __all__ = [
     "ASSERTION_LIFETIME",
     "CLIENT_ASSERTION_TYPE",
     "GRANT_TYPES",
-    "JWT_TOKEN_TYPE",
     "Credentials",
 ]
 
 CLIENT_ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
-JWT_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:jwt"
 GRANT_TYPES: dict[Grant, str] = {
     Grant.CLIENT_CREDENTIALS: "client_credentials",
     Grant.REFRESH_TOKEN: "refresh_token",

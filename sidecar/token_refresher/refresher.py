@@ -23,7 +23,7 @@ import httpx2
 
 from .clock import Clock, SystemClock
 from .credentials import ssl_context
-from .errors import CoordinationError, CredentialError, IdPError, OutputError
+from .errors import OutputError, RefreshFailure
 from .grants import Credentials
 from .idp import IdP
 from .logs import current_token, get_logger
@@ -49,8 +49,6 @@ __all__ = ["Refresher", "RefresherState", "new_client"]
 log = get_logger(__name__)
 
 RefresherState = Literal["starting", "ready", "retrying", "failing", "expired", "stopped"]
-Failure = IdPError | CredentialError | OutputError | CoordinationError
-
 _USER_AGENT = "token-refresher"
 
 
@@ -128,7 +126,6 @@ class Refresher:
         self._started_mono = self.clock.monotonic()
         self._next_mono = self._started_mono
         self._disk_expiry: tuple[float, float] | None = None  # (monotonic, wall)
-        self._had_token = False
         self._expired = False
         self.refresh_count = 0
         self.failure_count = 0
@@ -265,7 +262,7 @@ class Refresher:
             try:
                 token = await self._source.fetch()
                 self._writer.write(token, now=self.clock.time())
-            except (IdPError, CredentialError, OutputError, CoordinationError) as exc:
+            except RefreshFailure as exc:
                 self._failed(exc, started)
                 return False
             finally:
@@ -303,7 +300,6 @@ class Refresher:
         now = self.clock.monotonic()
         duration = now - started
         self._disk_expiry = (token.expires_mono, token.expires_wall)
-        self._had_token = True
         self._expired = False
         recovered_after = self.consecutive_failures
         # The first token of the process is refreshed from a wider window: pods started
@@ -344,17 +340,15 @@ class Refresher:
         if self._reports is not None:
             self._reports.success()
 
-    def _failed(self, exc: Failure, started: float) -> None:
+    def _failed(self, exc: RefreshFailure, started: float) -> None:
         now = self.clock.monotonic()
         wall = self.clock.time()
         self.failure_count += 1
         self.consecutive_failures += 1
         if self._failing_since is None:
             self._failing_since = wall
-        error = getattr(exc, "error", "output_error")
-        permanent = bool(getattr(exc, "permanent", False))
-        retry_after = getattr(exc, "retry_after", None)
-        description = getattr(exc, "description", None)
+        error, permanent, retry_after = exc.error, exc.permanent, exc.retry_after
+        description = exc.description
         message = redactor.scrub(str(exc))
         self._last_error = _LastError(error, message, permanent, wall)
         self._permanent_wait = permanent

@@ -1,19 +1,20 @@
 """The sidecar's one settings model, read from `TOKEN_REFRESHER_*` environment variables.
 
 Everything the refresher does is decided here, at the edge, before any network call: a
-wrong value becomes one plain line naming the environment variable and what is allowed
-(`config_errors`), never a traceback. The operator imports this model too, and builds it
-from the env it renders into the injected container, so the webhook and the sidecar can
-never disagree about what a valid configuration is. Credentials are kept as *paths*,
-never values: the kubelet rotates projected tokens and users rotate secrets, so the files
-are re-read when used (pydantic-settings' secrets_dir would read them once).
+wrong value becomes a `Problem` (a field and a message, `problems.py`) that the CLI prints
+as one line naming the environment variable (`config_errors`), never a traceback. The
+operator imports this model too (and nothing else of the daemon: no HTTP client, no
+metrics), builds it from the env it renders into the injected container, and names the
+same problems by annotation, so the webhook and the sidecar can never disagree about what
+a valid configuration is. Credentials are kept as *paths*, never values: the kubelet
+rotates projected tokens and users rotate secrets, so the files are re-read when used
+(pydantic-settings' secrets_dir would read them once).
 
 One sidecar can serve several tokens (issue 17): the unnamed settings are the `default`
-token, and `TOKEN_REFRESHER_TOKENS`, a JSON object `{name: {setting: value}}`, adds named
-ones that inherit every setting they do not override — credentials only from a default
-that talks to the same IdP, so a secret never reaches an IdP it was not made for.
-`Settings.all_tokens()` gives each token's effective settings, default first; a bad named
-token fails validation with lines naming `TOKEN_REFRESHER_TOKENS__<NAME>__<FIELD>`.
+token, and `TOKEN_REFRESHER_TOKENS` adds named ones (`named.py` says what they inherit).
+`Settings.all_tokens()` gives each token's effective settings, default first. The module
+is long because the model is: one field per setting, each with the description that
+--help and the README reference are made from.
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ import contextvars
 import json
 import re
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -31,18 +31,27 @@ from pydantic import (
     AnyHttpUrl,
     Field,
     PrivateAttr,
-    ValidationError,
     field_validator,
     model_validator,
 )
 from pydantic_settings import (
     BaseSettings,
-    EnvSettingsSource,
     NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
 )
-from pydantic_settings.sources.utils import parse_env_vars
+
+from .named import CREDENTIAL_FIELDS, MAX_TOKENS, TOKEN_FIELDS, TOKEN_NAME, named_tokens
+from .problems import (
+    DEFAULT_TOKEN,
+    ENV_PREFIX,
+    Problem,
+    Problems,
+    config_errors,
+    config_problems,
+    env_name,
+    token_env_name,
+)
 
 __all__ = [
     "CREDENTIAL_FIELDS",
@@ -53,77 +62,13 @@ __all__ = [
     "TOKEN_NAME",
     "ClientAuth",
     "Grant",
+    "Problem",
     "Settings",
     "config_errors",
+    "config_problems",
     "env_name",
     "token_env_name",
 ]
-
-ENV_PREFIX = "TOKEN_REFRESHER_"
-
-# Named tokens (issue 17). The name is a DNS-1123 label: it becomes a file name, a
-# metrics label and, upper-cased, part of an env var name (TOKEN_FILE_<NAME>).
-TOKEN_NAME = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
-DEFAULT_TOKEN = "default"  # the unnamed token, in labels, /status, reports and logs
-MAX_TOKENS = 8  # per sidecar, the default one included
-# What a named token may set; the rest (listen, log_*, report_*, pod_*, kubernetes_*)
-# belongs to the whole process.
-TOKEN_FIELDS = frozenset(
-    {
-        "issuer",
-        "token_url",
-        "grant",
-        "client_id",
-        "client_secret_file",
-        "client_auth",
-        "private_key_file",
-        "private_key_alg",
-        "private_key_id",
-        "service_account_token_file",
-        "refresh_token_file",
-        "state_file",
-        "family_secret",
-        "family_lease",
-        "scope",
-        "audience",
-        "resource",
-        "requested_token_type",
-        "subject_token_type",
-        "token_params",
-        "output",
-        "format",
-        "file_mode",
-        "refresh_ratio",
-        "jitter",
-        "min_refresh_interval",
-        "default_lifetime",
-        "on_expiry",
-        "ca_file",
-        "timeout",
-        "backoff_initial",
-        "backoff_max",
-        "permanent_error_interval",
-    }
-)
-# Inherited from the default token only by a token that talks to the same IdP (same
-# effective issuer and token_url): a secret made for one IdP is never sent to another.
-CREDENTIAL_FIELDS = frozenset(
-    {
-        "client_id",
-        "client_auth",
-        "client_secret_file",
-        "private_key_file",
-        "private_key_id",
-        "refresh_token_file",
-        "family_secret",
-        "service_account_token_file",
-    }
-)
-# Never inherited, even at the same IdP: a refresh token can be presented by one token
-# only. Two tokens presenting one rotating refresh token would each replay the one the
-# other had rotated away, and IdPs with reuse detection revoke the whole family for it.
-_OWN_FIELDS = frozenset({"refresh_token_file", "family_secret"})
-_TOKENS_ENV = ENV_PREFIX + "TOKENS"
 
 
 class Grant(StrEnum):
@@ -141,36 +86,12 @@ class ClientAuth(StrEnum):
     NONE = "none"
 
 
-# Set only inside Settings.from_env(): lets the operator validate a rendered env without
-# touching (or being polluted by) its own process environment.
-_SCOPED_ENV: contextvars.ContextVar[Mapping[str, str] | None] = contextvars.ContextVar(
-    "token_refresher_scoped_env", default=None
+# Set only while `Settings.from_values` validates: the model then reads its init values
+# alone, never the process environment (the operator validates a pod's rendered env, and
+# a named token is built from explicit values; neither may pick up the process's own).
+_EXPLICIT: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "token_refresher_explicit", default=False
 )
-
-
-class _MappingEnvSource(EnvSettingsSource):
-    """EnvSettingsSource over a given mapping instead of os.environ."""
-
-    def __init__(self, settings_cls: type[BaseSettings], env: Mapping[str, str]) -> None:
-        self._mapping = env
-        super().__init__(settings_cls)
-
-    def _load_env_vars(self) -> Mapping[str, str | None]:
-        return parse_env_vars(self._mapping, False, False, None)
-
-
-def env_name(field: str) -> str:
-    """The environment variable that sets a settings field."""
-    return ENV_PREFIX + field.upper()
-
-
-def token_env_name(token: str, field: str | None = None) -> str:
-    """How error lines name a setting of a named token (or the token itself), e.g.
-    `TOKEN_REFRESHER_TOKENS__PAYMENTS__AUDIENCE`; for the default token, `env_name`."""
-    if token == DEFAULT_TOKEN and field is not None:
-        return env_name(field)
-    name = f"{_TOKENS_ENV}__{token.upper()}"
-    return name if field is None else f"{name}__{field.upper()}"
 
 
 class Settings(BaseSettings):
@@ -357,7 +278,7 @@ class Settings(BaseSettings):
         "<name>, STATE_FILE to <STATE_FILE>.<name>.",
     )
 
-    # Each named token's effective settings, in the order written (built by `_named`).
+    # Each named token's effective settings, in the order written (`named.named_tokens`).
     _named: dict[str, Settings] = PrivateAttr(default_factory=dict)
 
     @field_validator("log_level", mode="before")
@@ -441,33 +362,45 @@ class Settings(BaseSettings):
     def _coherent(self) -> Settings:
         # Collect every cross-field problem at once: a user fixing a manifest wants the
         # whole list, not one error per deploy.
-        problems: list[str] = []
+        problems: list[Problem] = []
+        grant = ("grant",)
 
-        def need(field: str, why: str) -> None:
+        def need(field: str, why: str, *refs: tuple[str, ...]) -> None:
             if getattr(self, field) in (None, ""):
-                problems.append(f"{env_name(field)}: required {why}")
+                problems.append(Problem((field,), f"required {why}", refs))
 
         if self.issuer is None and self.token_url is None:
             problems.append(
-                f"{env_name('issuer')} or {env_name('token_url')}: one is required "
-                "(an OIDC issuer to discover the token endpoint, or the endpoint itself)"
+                Problem(
+                    ("issuer",),
+                    "one is required (an OIDC issuer to discover the token endpoint, or "
+                    "the endpoint itself)",
+                    alternatives=(("token_url",),),
+                )
             )
         if self.grant is Grant.REFRESH_TOKEN:
-            need("refresh_token_file", "when TOKEN_REFRESHER_GRANT=refresh_token")
+            need("refresh_token_file", "when {0}=refresh_token", grant)
         if self.family_secret is not None and self.grant is not Grant.REFRESH_TOKEN:
             problems.append(
-                f"{env_name('family_secret')}: only with TOKEN_REFRESHER_GRANT=refresh_token "
-                f"(a family is a shared refresh token), not {self.grant}"
+                Problem(
+                    ("family_secret",),
+                    "only with {0}=refresh_token (a family is a shared refresh token), "
+                    f"not {self.grant}",
+                    (grant,),
+                )
             )
         if self.family_secret is not None and self.family_lease <= self.timeout:
             # A holder still waiting for the IdP must never be overtaken (docs/family.md).
             problems.append(
-                f"{env_name('family_lease')}: must be longer than {env_name('timeout')} "
-                f"({self.timeout:g} s), so no pod takes over from a holder still waiting "
-                "for the identity provider"
+                Problem(
+                    ("family_lease",),
+                    f"must be longer than {{0}} ({self.timeout:g} s), so no pod takes over "
+                    "from a holder still waiting for the identity provider",
+                    (("timeout",),),
+                )
             )
         if self.grant in (Grant.TOKEN_EXCHANGE, Grant.JWT_BEARER):
-            need("service_account_token_file", f"when TOKEN_REFRESHER_GRANT={self.grant}")
+            need("service_account_token_file", f"when {{0}}={self.grant}", grant)
         auth = self.effective_client_auth
         if auth in (ClientAuth.CLIENT_SECRET_BASIC, ClientAuth.CLIENT_SECRET_POST):
             need("client_secret_file", f"for client authentication {auth}")
@@ -478,72 +411,23 @@ class Settings(BaseSettings):
         if auth is not ClientAuth.NONE or self.grant is Grant.CLIENT_CREDENTIALS:
             need("client_id", f"for grant {self.grant} with client authentication {auth}")
         if self.report_url is not None:
-            need("report_token_file", f"when {env_name('report_url')} is set")
+            need("report_token_file", "when {0} is set", ("report_url",))
         if self.backoff_max < self.backoff_initial:
             problems.append(
-                f"{env_name('backoff_max')}: must be at least "
-                f"{env_name('backoff_initial')} ({self.backoff_initial})"
+                Problem(
+                    ("backoff_max",),
+                    f"must be at least {{0}} ({self.backoff_initial})",
+                    (("backoff_initial",),),
+                )
             )
         if problems:
-            raise ValueError("\n".join(problems))
+            raise Problems(problems)
         # Named tokens are checked only once the default is right: they inherit from it,
         # so a mistake of the default's would come back once per token, under their names.
-        problems = self._named_tokens()
+        self._named, problems = named_tokens(self)
         if problems:
-            raise ValueError("\n".join(problems))
+            raise Problems(problems)
         return self
-
-    def _named_tokens(self) -> list[str]:
-        """Build `_named` from `tokens`; the lines saying what is wrong, if anything."""
-        problems: list[str] = []
-        raw = self.tokens
-        if len(raw) > MAX_TOKENS - 1:
-            problems.append(
-                f"{_TOKENS_ENV}: at most {MAX_TOKENS} tokens per sidecar, the default one "
-                f"included, so at most {MAX_TOKENS - 1} named tokens, not {len(raw)}"
-            )
-        named: dict[str, Settings] = {}
-        for name, overrides in raw.items():
-            lines = _name_problems(name, overrides)
-            if not lines:
-                built = self._named_token(name, overrides)
-                if isinstance(built, Settings):
-                    named[name] = built
-                    continue
-                lines = built
-            problems.extend(lines)
-        if not problems:
-            problems = _collisions({DEFAULT_TOKEN: self, **named})
-        self._named = named
-        return problems
-
-    def _named_token(self, name: str, overrides: dict[str, Any]) -> Settings | list[str]:
-        """The named token's settings: the default's, its own on top."""
-        own = {key.lower(): _as_env_value(value) for key, value in overrides.items()}
-        base = self.model_dump(include=set(TOKEN_FIELDS | _PROCESS_FIELDS))
-        same_idp = all(
-            key not in own or _same_url(own[key], getattr(self, key))
-            for key in ("issuer", "token_url")
-        )
-        not_inherited = set(_OWN_FIELDS)
-        if not same_idp:
-            # Another IdP: neither the default's credentials nor the other half of its
-            # address (an issuer with the default's token_url would still send the
-            # request to the default's endpoint).
-            not_inherited |= CREDENTIAL_FIELDS | {"issuer", "token_url"}
-        for key in not_inherited:
-            base[key] = None
-        base["output"] = self.output.parent / name
-        base["state_file"] = None if self.state_file is None else Path(f"{self.state_file}.{name}")
-        # Every field is given explicitly, and an empty `tokens` ends the recursion.
-        # An empty scoped env: no env source is read (settings_customise_sources).
-        base["tokens"] = {}
-        try:
-            with _scoped({}):
-                return Settings.model_validate({**base, **own})
-        except ValidationError as exc:
-            lines = config_errors(exc)
-        return [_rename(line, name, not_inherited - own.keys()) for line in lines]
 
     @property
     def effective_client_auth(self) -> ClientAuth:
@@ -575,13 +459,8 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        scoped = _SCOPED_ENV.get()
-        if scoped is not None and not scoped:
-            # Nothing to read (a named token, built from explicit values): an env source
-            # would still walk every field, most of a validation's time.
+        if _EXPLICIT.get():
             return (init_settings,)
-        if scoped is not None:
-            return (init_settings, _MappingEnvSource(settings_cls, scoped))
         return (init_settings, env_settings)
 
     @classmethod
@@ -591,8 +470,17 @@ class Settings(BaseSettings):
         process environment."""
         if env is None:
             return cls()
-        with _scoped(env):
-            return cls()
+        return cls.from_values(_fields_of(env))
+
+    @classmethod
+    def from_values(cls, values: Mapping[str, Any]) -> Settings:
+        """Settings from field values alone (`{"audience": "api"}`), never the process
+        environment: each value is validated as its env var's text would be."""
+        token = _EXPLICIT.set(True)
+        try:
+            return cls(**values)
+        finally:
+            _EXPLICIT.reset(token)
 
     @classmethod
     def describe(cls) -> Iterator[tuple[str, str, str]]:
@@ -612,143 +500,14 @@ class Settings(BaseSettings):
             yield env_name(name), shown, field.description or ""
 
 
-# Settings of the whole process that a named token carries unchanged from the default.
-_PROCESS_FIELDS = frozenset(
-    {
-        "kubernetes_api",
-        "kubernetes_token_file",
-        "kubernetes_ca_file",
-        "listen",
-        "report_url",
-        "report_token_file",
-        "report_ca_file",
-        "report_ca",
-        "report_audience",
-        "pod_namespace",
-        "pod_name",
-        "pod_uid",
-        "log_format",
-        "log_level",
-    }
-)
-
-
-def _name_problems(name: str, overrides: Any) -> list[str]:
-    """What is wrong with a named token's name and the shape of its settings."""
-    where = token_env_name(name)
-    if name == DEFAULT_TOKEN:
-        return [f"{where}: 'default' is the name of the unnamed token; choose another name"]
-    if len(name) > 63 or not TOKEN_NAME.fullmatch(name):
-        return [
-            f"{where}: a token name must be a DNS label: at most 63 lower-case letters, "
-            "digits and '-', starting and ending with a letter or digit"
-        ]
-    if not isinstance(overrides, dict):
-        return [f'{where}: must be a JSON object of settings, e.g. {{"audience": "api"}}']
-    problems: list[str] = []
-    seen: set[str] = set()
-    for key, value in overrides.items():
-        field = key.lower()
-        if field in seen:
-            problems.append(f"{token_env_name(name, field)}: set twice")
-        seen.add(field)
-        if field in _PROCESS_FIELDS or field == "tokens":
-            problems.append(
-                f"{token_env_name(name, field)}: not a per-token setting; it is set once "
-                f"for the whole sidecar ({env_name(field)})"
-            )
-        elif field not in TOKEN_FIELDS:
-            problems.append(f"{token_env_name(name, field)}: not a setting")
-        elif isinstance(value, bool) or not isinstance(value, str | int | float):
-            problems.append(f"{token_env_name(name, field)}: must be a string or a number")
-    return problems
-
-
-def _as_env_value(value: str | float) -> str:
-    # As if it had come from an env var: a number means what its text would, so
-    # "file_mode": 440 is the octal mode 0440, as TOKEN_REFRESHER_FILE_MODE=440 is.
-    return value if isinstance(value, str) else json.dumps(value)
-
-
-def _same_url(value: str, current: AnyHttpUrl | None) -> bool:
-    if current is None:
-        return not value
-    try:
-        return AnyHttpUrl(value) == current
-    except ValueError:
-        return False  # not a URL: validation says so; it is no reason to share secrets
-
-
-_FIELD_ENV = re.compile(r"\b" + re.escape(ENV_PREFIX) + r"([A-Z0-9_]+)\b")
-
-
-def _rename(line: str, token: str, not_inherited: set[str]) -> str:
-    """A default-token error line, about a named token: its env names, and why a
-    credential it lacks was not inherited."""
-
-    def sub(match: re.Match[str]) -> str:
-        field = match.group(1).lower()
-        return token_env_name(token, field) if field in TOKEN_FIELDS else match.group(0)
-
-    renamed = _FIELD_ENV.sub(sub, line)
-    lead = line.split(":", 1)[0]
-    field = lead[len(ENV_PREFIX) :].lower() if lead.startswith(ENV_PREFIX) else ""
-    if field in not_inherited and "required" in line:
-        why = (
-            "a refresh token is never shared between tokens"
-            if field in _OWN_FIELDS
-            else "it names another IdP than the default token, so it does not inherit "
-            "the default's credentials"
-        )
-        renamed += f" (not inherited: {why})"
-    return renamed
-
-
-def _collisions(tokens: Mapping[str, Settings]) -> list[str]:
-    """Two tokens writing one file would overwrite each other's token or refresh token."""
-    problems: list[str] = []
-    used: dict[Path, tuple[str, str]] = {}
-    for name, settings in tokens.items():
-        for field, path in (
-            ("output", settings.output),
-            ("state_file", settings.effective_state_file),
-        ):
-            key = Path(path).absolute()
-            if key in used:
-                other, other_field = used[key]
-                problems.append(
-                    f"{token_env_name(name, field)}: {path} is also the "
-                    f"{other_field.replace('_', ' ')} of token {other} "
-                    f"({token_env_name(other, other_field)}); two tokens may not share a file"
-                )
-            else:
-                used[key] = (name, field)
-    return problems
-
-
-@contextmanager
-def _scoped(env: Mapping[str, str]) -> Iterator[None]:
-    token = _SCOPED_ENV.set(env)
-    try:
-        yield
-    finally:
-        _SCOPED_ENV.reset(token)
-
-
-def config_errors(exc: ValidationError) -> list[str]:
-    """One plain line per wrong setting, naming the env var and what is allowed."""
-    lines: list[str] = []
-    for err in exc.errors(include_url=False, include_input=False):
-        loc = err.get("loc", ())
-        msg = str(err.get("msg", "invalid"))
-        if msg.startswith("Value error, "):
-            msg = msg[len("Value error, ") :]
-        if not loc:  # a model-level check: its lines already name their env vars
-            lines.extend(msg.splitlines())
-            continue
-        field = str(loc[0])
-        ctx = err.get("ctx") or {}
-        if err.get("type") in ("enum", "literal_error") and "expected" in ctx:
-            msg = f"must be one of {ctx['expected']}"
-        lines.append(f"{env_name(field)}: {msg}")
-    return lines
+def _fields_of(env: Mapping[str, str]) -> dict[str, str]:
+    """The settings fields an env mapping sets, as pydantic-settings reads
+    `os.environ`: names case-insensitive, unknown ones ignored, the last of two spellings
+    of one name winning."""
+    prefix = ENV_PREFIX.lower()
+    fields: dict[str, str] = {}
+    for name, value in env.items():
+        lowered = name.lower()
+        if lowered.startswith(prefix) and lowered[len(prefix) :] in Settings.model_fields:
+            fields[lowered[len(prefix) :]] = value
+    return fields

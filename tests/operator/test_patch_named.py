@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 
 from tests.operator.test_annotations_named import check_denial
 from tests.operator.test_patch import BASE, P, make_pod, ops_for
+from token_refresher.problems import Problem
 from token_refresher.settings import Settings
 from token_refresher_operator.annotations import KEYS, MAX_TOKENS, PER_TOKEN_KEYS
 from token_refresher_operator.errors import AnnotationError
@@ -28,7 +29,7 @@ from token_refresher_operator.patch import (
     _FIELD_OF,
     CREDENTIALS_DIR,
     TOKENS_ENV,
-    _to_annotations,
+    _annotation_line,
 )
 
 IDP2 = "https://idp2.example/realms/partners"
@@ -303,23 +304,30 @@ def test_a_pod_volume_named_like_a_named_tokens_volume_is_a_conflict() -> None:
         ops_for(before)
 
 
-def test_sidecar_error_lines_about_named_tokens_translate_to_annotations() -> None:
+def test_sidecar_problems_about_named_tokens_are_named_by_annotation() -> None:
     assert (
-        _to_annotations(
-            "TOKEN_REFRESHER_TOKENS__PAY-MENTS__CLIENT_ID: required for grant client_credentials"
+        _annotation_line(
+            Problem(("tokens", "pay-ments", "client_id"), "required for grant client_credentials")
         )
         == "token-refresher.io/client-id.pay-ments: required for grant client_credentials"
     )
-    assert _to_annotations(
-        "TOKEN_REFRESHER_TOKENS__A__OUTPUT: /x is also the output of token b "
-        "(TOKEN_REFRESHER_TOKENS__B__OUTPUT); two tokens may not share a file"
+    assert _annotation_line(
+        Problem(
+            ("tokens", "a", "output"),
+            "/x is also the output of token b ({0}); two tokens may not share a file",
+            (("tokens", "b", "output"),),
+        )
     ) == (
         "token-refresher.io/file.a: /x is also the output of token b "
         "(token-refresher.io/file.b); two tokens may not share a file"
     )
-    # What no annotation sets is the operator's doing.
-    assert _to_annotations("TOKEN_REFRESHER_TOKENS__A__STATE_FILE: clash").startswith(
-        "token-refresher operator configuration: "
+    # What no annotation sets is the operator's doing, in the sidecar's words.
+    assert _annotation_line(Problem(("tokens", "a", "state_file"), "clash")) == (
+        "token-refresher operator configuration: TOKEN_REFRESHER_TOKENS__A__STATE_FILE: clash"
+    )
+    # A token named like a setting is still a token.
+    assert _annotation_line(Problem(("tokens", "audience"), "bad")).startswith(
+        "token-refresher operator configuration: token audience: "
     )
 
 
