@@ -1,4 +1,5 @@
-"""What an Event says: the rendered note, and the scrubbing of anything like a credential."""
+"""What an Event says and looks like: the note, the scrubbing of anything like a credential,
+the core/v1 body and the series patch."""
 
 from __future__ import annotations
 
@@ -8,10 +9,16 @@ import pytest
 
 from token_refresher_operator.events import (
     NOTE_LIMIT,
+    CreateEvent,
+    PatchSeries,
+    SeriesKey,
+    event_body,
+    event_name,
     micro_time,
     reason_for,
     redact,
     render_note,
+    series_patch,
 )
 
 JWT = (
@@ -168,3 +175,67 @@ def test_notes_fit_the_api_limit_in_bytes() -> None:
 )
 def test_micro_time(moment: datetime, text: str) -> None:
     assert micro_time(moment) == text
+
+
+KEY = SeriesKey("billing", "api-1", "uid-1", "TokenRefreshFailed", "invalid_client")
+
+
+def at(seconds: float) -> datetime:
+    return SINCE + timedelta(seconds=seconds)
+
+
+def test_event_body_is_a_core_v1_event_on_the_pod_with_kubectls_count() -> None:
+    write = CreateEvent(
+        key=KEY,
+        type="Warning",
+        note="Token refresh failing",
+        event_time=SINCE,
+        count=1,
+        last_observed=SINCE,
+    )
+    assert event_body(write, name="api-1.1", instance="h" * 200) == {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {"name": "api-1.1", "namespace": "billing"},
+        "eventTime": "2026-11-22T01:00:00.000001Z",
+        "reportingComponent": "token-refresher",
+        "reportingInstance": "h" * 128,
+        "source": {"component": "token-refresher"},
+        "action": "Refresh",
+        "reason": "TokenRefreshFailed",
+        "type": "Warning",
+        "message": "Token refresh failing",
+        "involvedObject": {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "name": "api-1",
+            "namespace": "billing",
+            "uid": "uid-1",
+        },
+        "firstTimestamp": "2026-11-22T01:00:00Z",
+        "lastTimestamp": "2026-11-22T01:00:00Z",
+        "count": 1,
+    }
+    again = event_body(
+        CreateEvent(
+            key=KEY, type="Warning", note="n", event_time=SINCE, count=3, last_observed=at(3.5)
+        ),
+        name="api-1.2",
+        instance="op",
+    )
+    assert again["series"] == {"count": 3, "lastObservedTime": "2026-11-22T01:00:03.500000Z"}
+    assert (again["count"], again["lastTimestamp"]) == (3, "2026-11-22T01:00:03Z")
+    patch = PatchSeries(key=KEY, name="api-1.1", count=7, last_observed=at(3.5), note="7 failures")
+    assert series_patch(patch) == {
+        "message": "7 failures",
+        "series": {"count": 7, "lastObservedTime": "2026-11-22T01:00:03.500000Z"},
+        "count": 7,
+        "lastTimestamp": "2026-11-22T01:00:03Z",
+    }
+
+
+def test_event_names_fit_253_characters() -> None:
+    assert event_name("api-1", 255) == "api-1.ff"
+    long = event_name("p" * 253, 1795310859123456789)
+    assert len(long) == 253
+    assert long.endswith(f".{1795310859123456789:x}")

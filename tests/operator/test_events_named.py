@@ -14,15 +14,15 @@ from aiohttp.test_utils import TestClient
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from tests.operator.test_events_aggregation import FakeEventsApi, faked
-from tests.operator.test_report_endpoint import auth, client, fakes, report
+from tests.operator.test_recorder import FakeEventsApi, faked
+from tests.operator.test_reportserver import auth, client, fakes, report
 from token_refresher.settings import TOKEN_NAME
 from token_refresher_operator.events import CreateEvent, SeriesKey, render_note
 from token_refresher_operator.recorder import EventRecorder
 from token_refresher_operator.report import ReportInvalid, parse_report
 from token_refresher_operator.series import Aggregator
 
-__all__ = ["client", "fakes"]  # fixtures of test_report_endpoint, used here too
+__all__ = ["client", "fakes"]  # fixtures of test_reportserver, used here too
 
 SINCE = datetime(2026, 11, 22, 1, 0, tzinfo=UTC)
 

@@ -1,4 +1,4 @@
-"""The report's pure core: body validation, the pod check, the rate limit, the counters."""
+"""The report's pure core: body validation, the rate limit, the counters."""
 
 from __future__ import annotations
 
@@ -8,8 +8,6 @@ from typing import Any
 
 import pytest
 
-from token_refresher_operator.checks import INJECTED_ANNOTATION, Accept, Reject, check_pod
-from token_refresher_operator.manifests import Pod
 from token_refresher_operator.report import (
     RateLimiter,
     Report,
@@ -127,60 +125,6 @@ def test_the_refusal_never_repeats_the_value() -> None:
 )
 def test_descriptions_lose_control_characters_and_length(raw: str, clean: str) -> None:
     assert parse_report(body(description=raw)).description == clean
-
-
-def pod(
-    *, uid: str = UID, sa: str | None = "app", annotations: dict[str, str] | None = None
-) -> Pod:
-    spec = {"serviceAccountName": sa} if sa is not None else {}
-    return {
-        "metadata": {
-            "name": "api-7d4b9",
-            "namespace": "billing",
-            "uid": uid,
-            "annotations": {INJECTED_ANNOTATION: "true"} if annotations is None else annotations,
-        },
-        "spec": spec,  # type: ignore[typeddict-item]
-    }
-
-
-@pytest.mark.parametrize(
-    ("the_pod", "service_account", "expected"),
-    [
-        (pod(), "app", Accept("app")),
-        (pod(sa=None), "default", Accept("default")),
-        (None, "app", Reject(403, "pod_not_found", "pod billing/api-7d4b9 not found")),
-        (pod(uid="other"), "app", Reject(403, "wrong_uid", "pod api-7d4b9 has another uid")),
-        (
-            pod(sa="other"),
-            "app",
-            Reject(403, "wrong_service_account", "pod api-7d4b9 runs as another account"),
-        ),
-        (
-            pod(annotations={}),
-            "app",
-            Reject(
-                403,
-                "not_injected",
-                "pod api-7d4b9 has no token-refresher.io/injected=true annotation",
-            ),
-        ),
-        (
-            pod(annotations={INJECTED_ANNOTATION: "false"}),
-            "app",
-            Reject(
-                403,
-                "not_injected",
-                "pod api-7d4b9 has no token-refresher.io/injected=true annotation",
-            ),
-        ),
-    ],
-)
-def test_the_pod_must_be_the_tokens_and_injected(
-    the_pod: Pod | None, service_account: str, expected: object
-) -> None:
-    report = parse_report(body())
-    assert check_pod(pod=the_pod, report=report, service_account=service_account) == expected
 
 
 def test_the_rate_limit_allows_a_burst_then_the_rate() -> None:

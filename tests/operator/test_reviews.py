@@ -1,4 +1,4 @@
-"""Whose token is it: the TokenReview verdict, the JWT expiry read, the review cache."""
+"""Who the token is: the JWT expiry read, the review cache, the TokenReviewer over the API."""
 
 from __future__ import annotations
 
@@ -10,97 +10,10 @@ from typing import Any
 
 import pytest
 
-from token_refresher_operator.checks import (
-    POD_NAME_EXTRA,
-    POD_UID_EXTRA,
-    Accept,
-    Reject,
-    TokenReviewStatus,
-    check_identity,
-)
+from tests.operator.test_checks import AUD, review
+from token_refresher_operator.checks import TokenReviewStatus
 from token_refresher_operator.kubeapi import KubeApi, KubeApiError
 from token_refresher_operator.reviews import ReviewCache, TokenReviewer, token_digest, token_expiry
-
-AUD = "token-refresher-report"
-UID = "e3631b76-7c92-4ac7-ac2f-1f0129a1bce7"
-REPORT = SimpleNamespace(namespace="billing", pod="api-1", uid=UID)
-
-
-def review(
-    *,
-    authenticated: bool = True,
-    username: str = "system:serviceaccount:billing:app",
-    pod: list[str] | None = None,
-    uid: list[str] | None = None,
-    audiences: list[str] | None = None,
-) -> TokenReviewStatus:
-    extra: dict[str, list[str]] = {"authentication.kubernetes.io/credential-id": ["JTI=x"]}
-    if pod != []:
-        extra[POD_NAME_EXTRA] = pod or ["api-1"]
-    if uid != []:
-        extra[POD_UID_EXTRA] = uid or [UID]
-    status: TokenReviewStatus = {
-        "user": {"username": username, "extra": extra, "groups": ["system:serviceaccounts"]},
-        "audiences": [AUD] if audiences is None else audiences,
-    }
-    if authenticated:
-        status["authenticated"] = True
-    return status
-
-
-@pytest.mark.parametrize(
-    ("status", "expected"),
-    [
-        (review(), Accept("app")),
-        (review(audiences=["other", AUD]), Accept("app")),
-        (
-            review(authenticated=False),
-            Reject(401, "invalid_token", "the bearer token is not valid"),
-        ),
-        ({}, Reject(401, "invalid_token", "the bearer token is not valid")),
-        (
-            {"error": "[invalid bearer token, token audiences [...] is invalid]", "user": {}},
-            Reject(401, "invalid_token", "the bearer token is not valid"),
-        ),
-        (
-            review(audiences=[]),
-            Reject(401, "wrong_audience", f"the bearer token is not for audience {AUD}"),
-        ),
-        (
-            review(audiences=["api"]),
-            Reject(401, "wrong_audience", f"the bearer token is not for audience {AUD}"),
-        ),
-        (
-            review(username="alice"),
-            Reject(403, "not_service_account", "the token is not a service-account token"),
-        ),
-        (
-            review(username="system:serviceaccount:billing"),
-            Reject(403, "not_service_account", "the token is not a service-account token"),
-        ),
-        (
-            review(username="system:serviceaccount:billing:app:x"),
-            Reject(403, "not_service_account", "the token is not a service-account token"),
-        ),
-        (
-            review(username="system:serviceaccount:other:app"),
-            Reject(403, "wrong_namespace", "the token is not of namespace billing"),
-        ),
-        (review(pod=[]), Reject(403, "not_pod_bound", "the token is not bound to a pod")),
-        (review(uid=[]), Reject(403, "not_pod_bound", "the token is not bound to a pod")),
-        (review(pod=["api-2"]), Reject(403, "wrong_pod", "the token is not of pod api-1")),
-        (
-            review(pod=["api-1", "api-2"]),
-            Reject(403, "wrong_pod", "the token is not of pod api-1"),
-        ),
-        (
-            review(uid=["0000"]),
-            Reject(403, "wrong_uid", f"the token is not of pod api-1 uid {UID}"),
-        ),
-    ],
-)
-def test_identity_verdicts(status: TokenReviewStatus, expected: object) -> None:
-    assert check_identity(review=status, report=REPORT, audience=AUD) == expected
 
 
 def jwt(claims: Any) -> str:
