@@ -43,12 +43,13 @@ class OperatorMetrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
-        self.admissions = Counter(
-            "token_refresher_operator_admissions",
+        # Counters: name (after `token_refresher_operator_`), help, label if any.
+        counter = self._counter
+        self.admissions = counter(
+            "admissions",
             "Admission reviews of pods by result: injected, skipped (not annotated, "
             "already injected, excluded namespace), denied (bad annotations), error.",
-            ["result"],
-            registry=self.registry,
+            "result",
         )
         self.admission_duration = Histogram(
             "token_refresher_operator_admission_duration_seconds",
@@ -56,38 +57,32 @@ class OperatorMetrics:
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10),
             registry=self.registry,
         )
-        self.reports = Counter(
-            "token_refresher_operator_reports",
+        self.reports = counter(
+            "reports",
             "Sidecar failure reports by result: accepted, or the reason they were refused.",
-            ["result"],
-            registry=self.registry,
+            "result",
         )
-        self.event_writes = Counter(
-            "token_refresher_operator_event_writes",
+        self.event_writes = counter(
+            "event_writes",
             "Event writes to the API by result: created, updated (a series count), failed.",
-            ["result"],
-            registry=self.registry,
+            "result",
         )
-        self.events_aggregated = Counter(
-            "token_refresher_operator_events_aggregated",
+        self.events_aggregated = counter(
+            "events_aggregated",
             "Reports counted into the series of an existing Event instead of a new Event.",
-            registry=self.registry,
         )
-        self.token_reviews = Counter(
-            "token_refresher_operator_token_reviews",
+        self.token_reviews = counter(
+            "token_reviews",
             "TokenReviews sent to the kube-apiserver for report tokens, by result.",
-            ["result"],
-            registry=self.registry,
+            "result",
         )
-        self.token_review_cache_hits = Counter(
-            "token_refresher_operator_token_review_cache_hits",
+        self.token_review_cache_hits = counter(
+            "token_review_cache_hits",
             "Report tokens answered from the TokenReview cache, without an API call.",
-            registry=self.registry,
         )
-        self.sidecar_not_injected = Counter(
-            "token_refresher_operator_sidecar_not_injected_pods",
+        self.sidecar_not_injected = counter(
+            "sidecar_not_injected_pods",
             "Annotated pods found running without the sidecar (SidecarNotInjected).",
-            registry=self.registry,
         )
         # Export zeros for the known label values, so rate() and alerts work from the start.
         for result in ADMISSION_RESULTS:
@@ -97,6 +92,11 @@ class OperatorMetrics:
             self.event_writes.labels(write)
         for review in ("authenticated", "unauthenticated", "error"):
             self.token_reviews.labels(review)
+
+    def _counter(self, name: str, documentation: str, *labels: str) -> Counter:
+        return Counter(
+            f"token_refresher_operator_{name}", documentation, labels, registry=self.registry
+        )
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
