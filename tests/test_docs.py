@@ -14,9 +14,9 @@ import pytest
 
 from token_refresher.metrics import Metrics
 from token_refresher.settings import ENV_PREFIX, Settings
-from token_refresher_operator.annotations import KEYS
 from token_refresher_operator.config import OperatorSettings
 from token_refresher_operator.events import reason_for
+from token_refresher_operator.keys import TABLE, Key
 from token_refresher_operator.safetynet import REASON as SIDECAR_NOT_INJECTED
 
 REPO = Path(__file__).resolve().parent.parent
@@ -39,11 +39,15 @@ def test_every_operator_setting_is_in_the_readme(field: str) -> None:
     assert _documented(field.upper()), f"TOKEN_REFRESHER_OPERATOR_{field.upper()} undocumented"
 
 
-@pytest.mark.parametrize("key", sorted(KEYS))
-def test_every_annotation_is_in_the_readme(key: str) -> None:
-    # In the first column of the annotations table.
-    row = re.search(rf"^\| [^|]*`{re.escape(key)}`[^|]*\|", README, re.M)
-    assert row is not None, f"token-refresher.io/{key} is not documented in README.md"
+@pytest.mark.parametrize("key", TABLE, ids=lambda key: key.name)
+def test_every_annotation_is_in_the_readme_as_the_table_says(key: Key) -> None:
+    # In the first column of the annotations table, with the table's meaning and setting.
+    row = re.search(rf"^\| [^|]*`{re.escape(key.name)}`[^|]*\|.*$", README, re.M)
+    assert row is not None, f"token-refresher.io/{key.name} is not documented in README.md"
+    assert key.doc in row.group(0), f"README's line for {key.name} is not: {key.doc}"
+    if key.field is not None:
+        setting = row.group(0).split("|")[2]
+        assert f"`{key.field.upper()}`" in setting or "same names" in setting, key.name
 
 
 def _metric_names() -> list[str]:

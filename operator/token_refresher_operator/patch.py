@@ -40,6 +40,7 @@ from token_refresher_operator.annotations import (
 )
 from token_refresher_operator.config import ClusterConfig
 from token_refresher_operator.errors import AnnotationError
+from token_refresher_operator.keys import ANNOTATION_OF, FIELD_OF, SECRET_KEYS, TABLE
 from token_refresher_operator.manifests import (
     Container,
     EnvVar,
@@ -61,6 +62,7 @@ __all__ = [
     "STATE_VOLUME",
     "TOKENS_ENV",
     "TOKEN_VOLUME",
+    "admit",
     "build_patch",
     "check_env",
     "escape",
@@ -76,11 +78,7 @@ STATE_VOLUME = "token-refresher-state"
 SA_TOKEN_VOLUME = "token-refresher-sa-token"
 REPORT_TOKEN_VOLUME = "token-refresher-report-token"
 TOKENS_ENV = env_name("tokens")  # named tokens, as JSON (docs/CONTRACTS.md)
-SECRET_VOLUMES = {
-    "client-secret": "token-refresher-client-secret",
-    "private-key": "token-refresher-private-key",
-    "refresh-token": "token-refresher-refresh-token",
-}
+SECRET_VOLUMES = {key: f"token-refresher-{key}" for key in SECRET_KEYS}
 CREDENTIALS_DIR = "/var/run/secrets/token-refresher.io"
 STATE_DIR = "/var/lib/token-refresher"
 # A rotated refresh token lives here, on a volume only the sidecar mounts: left at the
@@ -92,30 +90,9 @@ NEVER_INJECTED_NAMESPACES = frozenset({"kube-system"})
 # Values for downward-API env while validating: the real ones exist only on the node.
 _PLACEHOLDER = "validating"
 
-# Sidecar settings field -> the annotation a person writes to set it.
-_ANNOTATION_OF = {
-    "issuer": "issuer",
-    "token_url": "token-url",
-    "grant": "grant",
-    "client_id": "client-id",
-    "client_auth": "client-auth",
-    "client_secret_file": "client-secret",
-    "private_key_file": "private-key",
-    "private_key_id": "private-key-id",
-    "refresh_token_file": "refresh-token",
-    "family_secret": "family-secret",
-    "service_account_token_file": "service-account-audience",
-    "scope": "scope",
-    "audience": "audience",
-    "resource": "resource",
-    "output": "file",
-    "format": "format",
-    "refresh_ratio": "refresh-ratio",
-    "subject_token_type": "subject-token-type",
-    "token_params": "token-params",
-}
-# A named token's setting: annotation -> the sidecar field it sets (the same table).
-_FIELD_OF = {key: field for field, key in _ANNOTATION_OF.items()}
+# The table's, under the names the tests know them by.
+_ANNOTATION_OF = ANNOTATION_OF
+_FIELD_OF = FIELD_OF
 
 
 def escape(token: str) -> str:
@@ -152,11 +129,7 @@ def _secret_file(kind: str) -> str:
 
 
 def _secret_refs(spec: InjectionSpec) -> dict[str, SecretRef]:
-    refs = {
-        "client-secret": spec.client_secret,
-        "private-key": spec.private_key,
-        "refresh-token": spec.refresh_token,
-    }
+    refs = {kind: spec.ref(kind) for kind in SECRET_KEYS}
     return {kind: ref for kind, ref in refs.items() if ref is not None}
 
 
@@ -251,27 +224,20 @@ def render_env(
         if value is not None:
             env.append({"name": env_name(field), "value": value})
 
-    put("issuer", spec.issuer)
-    put("token_url", spec.token_url)
-    put("grant", spec.grant.value)
-    put("client_id", spec.client_id)
-    put("client_auth", spec.client_auth.value if spec.client_auth else None)
-    for kind in _secret_refs(spec):
-        put(f"{kind.replace('-', '_')}_file", _secret_file(kind))
-    put("private_key_id", spec.private_key_id)
-    # The sidecar reaches the apiserver with the token the ServiceAccount admission
-    # plugin mounts into every container, ours included (docs/family.md).
-    put("family_secret", spec.family_secret)
-    if _needs_sa_token(spec) and spec.service_account_audience:
-        put("service_account_token_file", f"{CREDENTIALS_DIR}/serviceaccount/token")
-    put("scope", spec.scope)
-    put("audience", spec.audience)
-    put("resource", spec.resource)
-    put("output", spec.token_file)
-    put("format", spec.format)
-    put("refresh_ratio", spec.refresh_ratio)
-    put("subject_token_type", spec.subject_token_type)
-    put("token_params", spec.token_params)
+    # Every annotation that sets a sidecar field, in the table's order; the few whose
+    # value is a file the operator mounts say where.
+    sa_token = _needs_sa_token(spec) and spec.service_account_audience
+    for key in TABLE:
+        if key.field is None:
+            continue
+        value = spec.get(key.name)
+        if key.secret:
+            value = _secret_file(key.name) if value is not None else None
+        elif key.name == "service-account-audience":
+            value = f"{CREDENTIALS_DIR}/serviceaccount/token" if sa_token else None
+        elif key.name == "file":
+            value = spec.token_file
+        put(key.field, value)
     put("state_file", STATE_FILE)
     if spec.tokens:
         named = named if named is not None else _named(spec, mode=0o444)
@@ -516,6 +482,22 @@ def _conflicts(
     return problems
 
 
+def admit(
+    *,
+    pod: Pod,
+    namespace: str,
+    config: ClusterConfig,
+    operator_namespace: str,
+    report_audience: str,
+) -> str | list[JsonPatchOp]:
+    """The one admission decision for a pod: why it is left alone (a sentence), or the
+    JSON Patch that injects the sidecar; AnnotationError when it is denied."""
+    reason = skip_reason(pod=pod, namespace=namespace, operator_namespace=operator_namespace)
+    if reason is not None:
+        return reason
+    return _injection(pod=pod, config=config, report_audience=report_audience)
+
+
 def build_patch(
     *,
     pod: Pod,
@@ -525,8 +507,17 @@ def build_patch(
     report_audience: str,
 ) -> list[JsonPatchOp]:
     """The JSON Patch that injects the sidecar, [] when none is due, or AnnotationError."""
-    if skip_reason(pod=pod, namespace=namespace, operator_namespace=operator_namespace):
-        return []
+    verdict = admit(
+        pod=pod,
+        namespace=namespace,
+        config=config,
+        operator_namespace=operator_namespace,
+        report_audience=report_audience,
+    )
+    return [] if isinstance(verdict, str) else verdict
+
+
+def _injection(*, pod: Pod, config: ClusterConfig, report_audience: str) -> list[JsonPatchOp]:
     pod_spec = pod.get("spec", {})
     containers = pod_spec.get("containers") or []
     init_containers = pod_spec.get("initContainers") or []

@@ -1,13 +1,14 @@
-"""The `/mutate` admission webhook: a bare aiohttp handler over the pure `patch.build_patch`.
+"""The `/mutate` admission webhook: a bare aiohttp handler over the pure `patch.admit`.
 
-Two pieces. `Injector.review` answers one AdmissionReview: it asks `build_patch` for the
-operations and returns them as the response's JSON Patch, or denies the pod (HTTP 400 in
-the admission status) with the annotation problems, so a pod is either fully injected or
-not created. `serve_webhook` serves it over HTTPS at the contract's path `/mutate`, with
-the certificate files followed as they are renewed (`tls.ReloadingTLS`); every call is
-counted, timed and logged, which is how the tests prove that the apiserver never calls
-us for pods that did not opt in. A body that is not an AdmissionReview the apiserver
-could have sent (`malformed_review`) is answered 400 with the reason.
+Two pieces. `Injector.review` answers one AdmissionReview: it asks `admit`, once, whether
+to leave the pod alone or for the operations, and returns them as the response's JSON
+Patch, or denies the pod (HTTP 400 in the admission status) with the annotation
+problems, so a pod is either fully injected or not created. `serve_webhook` serves it
+over HTTPS at the contract's path `/mutate`, with the certificate files followed as they
+are renewed (`tls.ReloadingTLS`); every call is counted, timed and logged, which is how
+the tests prove that the apiserver never calls us for pods that did not opt in. A body
+that is not an AdmissionReview the apiserver could have sent (`malformed_review`) is
+answered 400 with the reason.
 
 Why not kopf's admission machinery, which served this before: kopf copies the pod, runs
 the handler over a `Patch` object, applies the operations to the copy and diffs it with
@@ -40,7 +41,7 @@ from token_refresher_operator.errors import AnnotationError
 from token_refresher_operator.manifests import JsonPatchOp, Pod
 from token_refresher_operator.metrics import AdmissionResult, OperatorMetrics
 from token_refresher_operator.patch import SIDECAR_NAME as SIDECAR
-from token_refresher_operator.patch import build_patch, has_sidecar, skip_reason
+from token_refresher_operator.patch import admit, has_sidecar
 from token_refresher_operator.reportca import ReportCA
 from token_refresher_operator.tls import ReloadingTLS
 
@@ -178,15 +179,9 @@ class Injector:
             stats.count("skipped")
             logger.info("pod %s/%s: already has the %s sidecar%s", namespace, name, SIDECAR, dry)
             return _response(review, {"allowed": True})
-        reason = skip_reason(
-            pod=pod, namespace=namespace, operator_namespace=self.settings.namespace
-        )
-        if reason is not None:
-            stats.count("skipped")
-            logger.info("pod %s/%s: no injection: %s%s", namespace, name, reason, dry)
-            return _response(review, {"allowed": True})
         try:
-            ops = build_patch(
+            # Once per admission: the reasons to leave the pod alone, then the patch.
+            verdict = admit(
                 pod=pod,
                 namespace=namespace,
                 config=self._config(),
@@ -207,6 +202,11 @@ class Injector:
             message = f"token-refresher could not build the patch: {type(exc).__name__}: {exc}"
             status = {"code": 500, "message": message}
             return _response(review, {"allowed": False, "status": status})
+        if isinstance(verdict, str):
+            stats.count("skipped")
+            logger.info("pod %s/%s: no injection: %s%s", namespace, name, verdict, dry)
+            return _response(review, {"allowed": True})
+        ops = verdict
         stats.count("injected")
         logger.info(
             "pod %s/%s: injecting the sidecar (%d operations)%s", namespace, name, len(ops), dry

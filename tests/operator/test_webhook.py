@@ -16,6 +16,7 @@ import jsonpatch
 import pytest
 
 from tests.controlplane import free_port
+from token_refresher_operator import patch
 from token_refresher_operator.config import ClusterConfig, load_settings
 from token_refresher_operator.devcert import write_self_signed
 from token_refresher_operator.webhook import AdmissionStats, Injector, serve_webhook
@@ -90,6 +91,25 @@ def test_a_pod_that_has_the_sidecar_already_is_admitted_unchanged() -> None:
     injected = jsonpatch.apply_patch(POD, ops_of(inj.review(review(POD))["response"]))
     assert inj.review(review(injected, uid="u-2"))["response"] == {"uid": "u-2", "allowed": True}
     assert (inj.stats.injected, inj.stats.skipped) == (1, 1)
+
+
+@pytest.mark.parametrize("namespace", ["apps", "kube-system"])
+def test_one_admission_asks_once_whether_to_leave_the_pod_alone(
+    monkeypatch: pytest.MonkeyPatch, namespace: str
+) -> None:
+    calls: list[str] = []
+    real = patch.skip_reason
+
+    def counted(**kwargs: Any) -> str | None:
+        calls.append(kwargs["namespace"])
+        return real(**kwargs)
+
+    monkeypatch.setattr(patch, "skip_reason", counted)
+    request = review(POD)
+    request["request"]["namespace"] = namespace
+    answer = injector().review(request)["response"]
+    assert calls == [namespace]
+    assert ("patch" in answer) is (namespace == "apps")
 
 
 def test_a_bad_annotation_denies_the_pod_with_code_400() -> None:
