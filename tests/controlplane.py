@@ -13,27 +13,37 @@ prints its kubeconfig.
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import ipaddress
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 
-__all__ = ["ControlPlane", "Tools", "free_port", "http_ok", "stop_process", "tools"]
+from tests.support import free_port, http_ok, stop_process, wait_until
+from tests.support.certs import issue, pem_cert, pem_key
+
+# free_port, http_ok, stop_process and wait_until live in tests.support; they stay
+# importable from here, where the node, the IdPs and the e2e tests have always found them.
+__all__ = [
+    "ControlPlane",
+    "Tools",
+    "free_port",
+    "http_ok",
+    "stop_process",
+    "tools",
+    "wait_until",
+]
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -76,124 +86,6 @@ def tools(*, build: bool = False) -> Tools:
     if build and proc.returncode != 0:
         raise RuntimeError(f"hack/tools.sh failed:\n{proc.stderr[-3000:]}")
     return Tools(**{k.lower(): Path(v) for k, v in paths.items()})
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def stop_process(proc: subprocess.Popen[Any], *, grace: float = 5.0) -> None:
-    """Stop a process started with start_new_session=True, and everything it spawned."""
-    if proc.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=grace)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=grace)
-
-
-def _pem_cert(cert: x509.Certificate) -> bytes:
-    return cert.public_bytes(serialization.Encoding.PEM)
-
-
-def _pem_key(key: Any) -> bytes:
-    return bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-
-
-def _issue(
-    subject: str,
-    *,
-    ca: tuple[x509.Certificate, Any] | None,
-    org: str | None = None,
-    server: bool = False,
-    sans: Sequence[str] = ("localhost", "127.0.0.1"),
-) -> tuple[x509.Certificate, Any]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    attrs = [x509.NameAttribute(NameOID.COMMON_NAME, subject)]
-    if org:
-        attrs.append(x509.NameAttribute(NameOID.ORGANIZATION_NAME, org))
-    name = x509.Name(attrs)
-    now = dt.datetime.now(dt.UTC)
-    issuer_name, signing_key = (ca[0].subject, ca[1]) if ca else (name, key)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(issuer_name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=2))
-    )
-    if ca is None:
-        builder = builder.add_extension(
-            x509.BasicConstraints(ca=True, path_length=None), critical=True
-        ).add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                key_cert_sign=True,
-                crl_sign=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-    else:
-        usage = ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH
-        builder = builder.add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
-        if server:
-            builder = builder.add_extension(
-                x509.SubjectAlternativeName([_san(name) for name in sans]), critical=False
-            )
-    return builder.sign(signing_key, hashes.SHA256()), key
-
-
-def wait_until(
-    what: str,
-    check: Callable[[], Any],
-    timeout: float,
-    *,
-    every: float = 0.5,
-    note: Callable[[str], None] | None = None,
-) -> Any:
-    """Poll `check` until it returns something truthy, and return that. Every 10 s,
-    `note` (default: stderr) is told what is awaited and how long is left."""
-    tell = note or (lambda msg: print(msg, file=sys.stderr, flush=True))
-    deadline = time.monotonic() + timeout
-    next_note = time.monotonic() + 10
-    while True:
-        result = check()
-        if result:
-            return result
-        now = time.monotonic()
-        if now > deadline:
-            raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
-        if now > next_note:
-            tell(f"waiting for {what}: {deadline - now:.0f} s left")
-            next_note = now + 10
-        time.sleep(every)
-
-
-def _san(name: str) -> x509.GeneralName:
-    try:
-        return x509.IPAddress(ipaddress.ip_address(name))
-    except ValueError:
-        return x509.DNSName(name)
 
 
 def _say(msg: str) -> None:
@@ -342,12 +234,12 @@ class ControlPlane:
         a client certificate for `cn`/`org`, or a serving one when `server_sans` is given."""
         if self._ca is None:
             raise RuntimeError("the control plane's CA does not exist before start()")
-        cert, key = _issue(
+        cert, key = issue(
             cn, ca=self._ca, org=org, server=bool(server_sans), sans=server_sans or ()
         )
         crt_path, key_path = self.workdir / f"{name}.crt", self.workdir / f"{name}.key"
-        crt_path.write_bytes(_pem_cert(cert))
-        key_path.write_bytes(_pem_key(key))
+        crt_path.write_bytes(pem_cert(cert))
+        key_path.write_bytes(pem_key(key))
         key_path.chmod(0o600)
         return crt_path, key_path
 
@@ -373,20 +265,20 @@ class ControlPlane:
         return str(next(ipaddress.ip_network(self.service_cidr).hosts()))
 
     def _write_pki(self) -> None:
-        ca = self._ca = _issue("token-refresher-test-ca", ca=None)
+        ca = self._ca = issue("token-refresher-test-ca", ca=None)
         sans = ["localhost", "127.0.0.1", self.host, self.service_ip, "kubernetes"]
         sans += [f"kubernetes.default{d}" for d in ("", ".svc", ".svc.cluster.local")]
-        serving = _issue("kube-apiserver", ca=ca, server=True, sans=sans)
-        admin = _issue("admin", ca=ca, org="system:masters")
+        serving = issue("kube-apiserver", ca=ca, server=True, sans=sans)
+        admin = issue("admin", ca=ca, org="system:masters")
         sa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         files = {
-            "ca.crt": _pem_cert(ca[0]),
-            "ca.key": _pem_key(ca[1]),
-            "apiserver.crt": _pem_cert(serving[0]),
-            "apiserver.key": _pem_key(serving[1]),
-            "admin.crt": _pem_cert(admin[0]),
-            "admin.key": _pem_key(admin[1]),
-            "sa.key": _pem_key(sa_key),
+            "ca.crt": pem_cert(ca[0]),
+            "ca.key": pem_key(ca[1]),
+            "apiserver.crt": pem_cert(serving[0]),
+            "apiserver.key": pem_key(serving[1]),
+            "admin.crt": pem_cert(admin[0]),
+            "admin.key": pem_key(admin[1]),
+            "sa.key": pem_key(sa_key),
             "sa.pub": sa_key.public_key().public_bytes(
                 serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
             ),
@@ -501,16 +393,6 @@ class ControlPlane:
             "--clusterrole=system:service-account-issuer-discovery",
             "--group=system:unauthenticated",
         )
-
-
-def http_ok(url: str) -> bool:
-    import urllib.request
-
-    try:
-        with urllib.request.urlopen(url, timeout=2) as resp:
-            return bool(resp.status == 200)
-    except OSError:
-        return False
 
 
 @contextlib.contextmanager

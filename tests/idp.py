@@ -43,8 +43,9 @@ import pytest
 from joserfc import jwt
 from joserfc.jwk import RSAKey
 
-from tests.controlplane import ControlPlane, free_port, stop_process
+from tests.controlplane import ControlPlane
 from tests.controlplane import tools as locate_tools
+from tests.support import WaitTimeout, free_port, http_ok, stop_process, wait_until
 
 __all__ = [
     "ACCESS_TOKEN_TYPE",
@@ -221,8 +222,8 @@ class _Process:
 
     def wait_ready(self, what: str, check: Callable[[], bool], timeout: float) -> None:
         """Poll `check` until it holds; fail naming `what` and showing stderr's tail."""
-        deadline = time.monotonic() + timeout
-        while not check():
+
+        def alive_and_ready() -> bool:
             assert self.proc is not None
             if self.proc.poll() is not None:
                 _LIVE.pop(self.proc.pid, None)
@@ -230,13 +231,16 @@ class _Process:
                     f"{self.name} exited with code {self.proc.returncode} while waiting "
                     f"for {what}; last lines of its stderr ({self.stderr_path}):\n{self.tail()}"
                 )
-            if time.monotonic() > deadline:
-                self.stop()
-                raise IdPHarnessError(
-                    f"{self.name} was not ready after {timeout:.0f} s: waited for {what}; "
-                    f"last lines of its stderr ({self.stderr_path}):\n{self.tail()}"
-                )
-            time.sleep(0.1)
+            return check()
+
+        try:
+            wait_until(what, alive_and_ready, timeout, every=0.1, note=None)
+        except WaitTimeout:
+            self.stop()
+            raise IdPHarnessError(
+                f"{self.name} was not ready after {timeout:.0f} s: waited for {what}; "
+                f"last lines of its stderr ({self.stderr_path}):\n{self.tail()}"
+            ) from None
 
 
 def leftover_processes() -> list[str]:
@@ -256,13 +260,6 @@ def _no_idp_process_left_behind() -> Iterator[None]:
     left = leftover_processes()
     if left:
         raise AssertionError("IdP processes outlived the test session:\n" + "\n".join(left))
-
-
-def _http_ok(url: str) -> bool:
-    try:
-        return httpx2.get(url, timeout=2).status_code == 200
-    except httpx2.TransportError:
-        return False
 
 
 # --- oidc-provider -------------------------------------------------------------------------
@@ -728,7 +725,7 @@ class Dex(_LocalIdP):
         self._process.start()
         self._process.wait_ready(
             f"its discovery document at {self.discovery_url}",
-            lambda: _http_ok(self.discovery_url),
+            lambda: http_ok(self.discovery_url),
             self.timeout,
         )
         return self

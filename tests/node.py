@@ -38,14 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.controlplane import (
-    ControlPlane,
-    Tools,
-    free_port,
-    http_ok,
-    stop_process,
-    wait_until,
-)
+from tests.controlplane import ControlPlane, Tools
 from tests.controlplane import tools as locate_tools
 from tests.hoststate import HostState, mounts_under, unmount_under
 from tests.images import Image, images
@@ -61,6 +54,7 @@ from tests.nodeconfig import (
     SERVICE_CIDR,
     cni_conflist,
 )
+from tests.support import free_port, http_ok, stop_process, wait_until
 
 __all__ = [
     "BRIDGE",

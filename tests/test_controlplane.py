@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.controlplane import ControlPlane, _issue, _pem_cert, _pem_key
+from tests.controlplane import ControlPlane
+from tests.support.certs import issue, pem_cert, pem_key
 
 pytestmark = pytest.mark.cluster
 
@@ -98,11 +99,11 @@ class _Webhook:
     """An HTTPS admission webhook on 127.0.0.1 that records calls and adds a label."""
 
     def __init__(self, workdir: Path) -> None:
-        ca = _issue("smoke-webhook-ca", ca=None)
-        cert, key = _issue("127.0.0.1", ca=ca, server=True)
-        (workdir / "wh.crt").write_bytes(_pem_cert(cert))
-        (workdir / "wh.key").write_bytes(_pem_key(key))
-        self.ca_pem = _pem_cert(ca[0])
+        ca = issue("smoke-webhook-ca", ca=None)
+        cert, key = issue("127.0.0.1", ca=ca, server=True)
+        (workdir / "wh.crt").write_bytes(pem_cert(cert))
+        (workdir / "wh.key").write_bytes(pem_key(key))
+        self.ca_pem = pem_cert(ca[0])
         self.calls: list[str] = []
         calls = self.calls
 

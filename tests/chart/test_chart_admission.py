@@ -11,8 +11,6 @@ in full (sideEffects: None) and nothing is stored.
 from __future__ import annotations
 
 import base64
-import datetime as dt
-import ipaddress
 import json
 import ssl
 import threading
@@ -21,65 +19,19 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from tests.chart.conftest import NewNamespace
 from tests.chart.helm import Chart
-from tests.controlplane import ControlPlane, free_port
+from tests.controlplane import ControlPlane
+from tests.support import free_port, wait_until
+from tests.support.certs import loopback_tls
 
 pytestmark = pytest.mark.cluster
 
 INJECT = "token-refresher.io/inject"
-
-
-def _ca_and_loopback_cert(workdir: Path) -> tuple[bytes, Path, Path]:
-    """A CA, and a serving certificate for 127.0.0.1 signed by it (files for ssl)."""
-    now = dt.datetime.now(dt.UTC)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "webhook-test-ca")])
-    ca = (
-        x509.CertificateBuilder()
-        .subject_name(ca_name)
-        .issuer_name(ca_name)
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(hours=2))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(ca_key, hashes.SHA256())
-    )
-    key = ec.generate_private_key(ec.SECP256R1())
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
-        .issuer_name(ca_name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(hours=2))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-    cert_file, key_file = workdir / "tls.crt", workdir / "tls.key"
-    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return ca.public_bytes(serialization.Encoding.PEM), cert_file, key_file
 
 
 @dataclass
@@ -93,7 +45,8 @@ class StandIn:
 
 @pytest.fixture(scope="module")
 def stand_in(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StandIn]:
-    ca_pem, cert_file, key_file = _ca_and_loopback_cert(tmp_path_factory.mktemp("webhook"))
+    pki = loopback_tls(tmp_path_factory.mktemp("webhook"), ca_name="webhook-test-ca")
+    ca_pem, cert_file, key_file = pki.ca_pem, pki.cert_file, pki.key_file
     seen: list[str] = []
 
     class Handler(BaseHTTPRequestHandler):
@@ -196,14 +149,13 @@ def apply_webhook(
 
 def wait_until_called(cluster: ControlPlane, stand_in: StandIn, namespace: str) -> None:
     """The apiserver picks a new webhook configuration up within a moment."""
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
+
+    def called() -> bool:
         name, manifest = pod(namespace, {INJECT: "true"})
         create_pod(cluster, manifest)
-        if f"{namespace}/{name}" in stand_in.seen:
-            return
-        time.sleep(0.5)
-    raise TimeoutError("the apiserver never called the webhook")
+        return f"{namespace}/{name}" in stand_in.seen
+
+    wait_until("the apiserver to call the webhook", called, 30)
 
 
 @pytest.fixture(scope="module")

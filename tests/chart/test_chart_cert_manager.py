@@ -23,7 +23,8 @@ import yaml
 from tests.chart.conftest import NewNamespace
 from tests.chart.helm import VALUES, Chart
 from tests.controlplane import ControlPlane
-from tests.operator.conftest import OperatorProcess, start_operator, stop_operator
+from tests.support.kube import pod_manifest
+from tests.support.operator import OperatorProcess, start_operator, stop_operator
 from token_refresher_operator.devcert import write_self_signed
 from token_refresher_operator.registration import webhook_configuration
 
@@ -81,21 +82,13 @@ def register(cluster: ControlPlane, op: OperatorProcess, *, ca: bytes, namespace
 
 
 def create_pod(cluster: ControlPlane, namespace: str, name: str) -> bool:
-    pod = {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {
-            "name": name,
-            "namespace": namespace,
-            "annotations": {
-                "token-refresher.io/inject": "true",
-                "token-refresher.io/token-url": "https://idp.example/token",
-                "token-refresher.io/client-id": "billing",
-                "token-refresher.io/client-auth": "none",
-            },
-        },
-        "spec": {"containers": [{"name": "app", "image": "registry.test/app:1"}]},
+    annotations = {
+        "token-refresher.io/inject": "true",
+        "token-refresher.io/token-url": "https://idp.example/token",
+        "token-refresher.io/client-id": "billing",
+        "token-refresher.io/client-auth": "none",
     }
+    pod = pod_manifest(name, namespace, annotations=annotations)
     proc = cluster.kubectl("create", "-f", "-", input=json.dumps(pod), check=False)
     return proc.returncode == 0
 

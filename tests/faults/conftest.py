@@ -11,9 +11,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from faultproxy import FaultProxy, LoopThread
-from faults_harness import ReportReceiver, SidecarFactory
+
+from tests.faults.harness import ReportReceiver, SidecarFactory
 from tests.idp import OidcProvider, OidcProviderFactory
+from tests.support.faultproxy import FaultProxy, LoopThread
 
 
 @pytest.fixture(scope="session")

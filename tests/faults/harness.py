@@ -10,13 +10,15 @@ and an app stand-in that reads the token file all the time.
 - `TokenReader` is the app: a thread reading the token file in a tight loop for the
   whole test, recording every read that was empty, partial, or expired.
 
-Module name unique on purpose (tests/faults has no __init__.py).
+Waits poll at 20 ms here: the checks are cheap (a file, a local /status) or must catch a
+short-lived state (a refresh under way), and the timeouts are short.
 """
 
 from __future__ import annotations
 
 import base64
 import contextlib
+import functools
 import json
 import os
 import re
@@ -30,13 +32,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx2
-from faultproxy import FaultProxy, LoopThread, serve_https
-from tests.controlplane import free_port, stop_process
-from tests.idp import OidcProvider
 
+from tests import support
+from tests.idp import OidcProvider
+from tests.support import free_port, stop_process
+from tests.support.faultproxy import FaultProxy, LoopThread, serve_https
 from token_refresher_operator.devcert import write_self_signed
 from token_refresher_operator.report import parse_report
 
@@ -51,23 +54,14 @@ __all__ = [
     "wait_until",
 ]
 
-T = TypeVar("T")
 
 SCRIPT = Path(sys.executable).with_name("token-refresher")
 REPORT_BEARER = "report-bearer-CANARY"
 POD = {"namespace": "faults", "pod": "app-0", "uid": "6a1f0e0c-0000-4000-8000-000000000001"}
 
 
-def wait_until(what: str, check: Callable[[], T | None], *, timeout: float = 10.0) -> T:
-    """Poll `check` every 20 ms until it returns something truthy; fail naming `what`."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(0.02)
+# tests.support's one wait, at the fault suite's pace and silent (its waits are short).
+wait_until = functools.partial(support.wait_until, every=0.02, note=None)
 
 
 def parse_rfc3339(text: str) -> float:

@@ -27,7 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from faults_harness import TokenReader, wait_until
+
+from tests.faults.harness import TokenReader, wait_until
 
 pytestmark = [pytest.mark.idp, pytest.mark.slow]
 

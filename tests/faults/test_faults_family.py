@@ -27,12 +27,13 @@ from typing import Any
 
 import httpx2
 import pytest
-from faultproxy import LoopThread
-from faults_harness import ReportReceiver, Sidecar, SidecarFactory, TokenReader, wait_until
+
 from tests.controlplane import ControlPlane
+from tests.faults.harness import ReportReceiver, Sidecar, SidecarFactory, TokenReader, wait_until
 from tests.idp import OidcProvider, OidcProviderFactory
 from tests.rbac import family_rbac
-
+from tests.support.faultproxy import LoopThread
+from tests.support.kube import create_family_secret
 from token_refresher_operator.events import render_note
 
 pytestmark = [pytest.mark.idp, pytest.mark.slow]
@@ -169,15 +170,7 @@ def workload(
     idp = oidc_provider(ttl=6)
     work = Workload(cluster, namespace, idp, sidecars, tmp_path)
     work.bootstrap.write_text(idp.refresh_token())
-    cluster.kubectl(
-        "-n",
-        namespace,
-        "create",
-        "secret",
-        "generic",
-        FAMILY,
-        f"--from-file=refresh={work.bootstrap}",
-    )
+    create_family_secret(cluster, namespace, FAMILY, work.bootstrap)
     return work
 
 

@@ -27,8 +27,9 @@ from itertools import pairwise
 from typing import Literal
 
 import pytest
-from faultproxy import Fault
-from faults_harness import TokenReader, wait_until
+
+from tests.faults.harness import TokenReader, wait_until
+from tests.support.faultproxy import Fault
 
 pytestmark = [pytest.mark.idp, pytest.mark.slow]
 

@@ -21,7 +21,8 @@ import time
 from pathlib import Path
 
 import pytest
-from faults_harness import TokenReader, wait_until
+
+from tests.faults.harness import TokenReader, wait_until
 
 pytestmark = [pytest.mark.idp, pytest.mark.slow]
 

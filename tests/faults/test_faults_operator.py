@@ -19,8 +19,9 @@ from typing import Any
 
 import httpx2
 import pytest
+
 from tests.controlplane import ControlPlane
-from tests.operator.conftest import (
+from tests.support.operator import (
     OPERATOR_NAMESPACE,
     OperatorProcess,
     start_operator,

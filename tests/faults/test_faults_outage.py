@@ -18,9 +18,9 @@ from pathlib import Path
 
 import httpx2
 import pytest
-from faultproxy import Fault
-from faults_harness import TokenReader, parse_rfc3339, wait_until
 
+from tests.faults.harness import TokenReader, parse_rfc3339, wait_until
+from tests.support.faultproxy import Fault
 from token_refresher import Refresher, Settings
 from token_refresher.report import Reporter
 

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from tests.controlplane import ControlPlane
-from tests.operator.conftest import DEV_CONFIGURATION, SIDECAR_IMAGE, OperatorProcess
+from tests.support.operator import DEV_CONFIGURATION, SIDECAR_IMAGE, OperatorProcess
 from token_refresher.settings import Settings
 
 pytestmark = [pytest.mark.cluster]

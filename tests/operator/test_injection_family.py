@@ -10,8 +10,8 @@ import json
 import pytest
 
 from tests.controlplane import ControlPlane
-from tests.operator.conftest import OperatorProcess
 from tests.operator.test_injection import get_pod, manifest
+from tests.support.operator import OperatorProcess
 
 pytestmark = [pytest.mark.cluster]
 

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from tests.controlplane import ControlPlane
-from tests.operator.conftest import OperatorProcess
 from tests.operator.test_injection import ANNOTATIONS, P, by_name, get_pod, manifest
+from tests.support.operator import OperatorProcess
 from token_refresher.settings import Settings
 
 pytestmark = [pytest.mark.cluster]

@@ -10,8 +10,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.controlplane import ControlPlane
-from tests.operator.conftest import OperatorProcess
 from tests.operator.test_injection import ANNOTATIONS, manifest
+from tests.support.operator import OperatorProcess
 from token_refresher_operator.metrics import OperatorMetrics
 
 README = Path(__file__).resolve().parents[2] / "README.md"

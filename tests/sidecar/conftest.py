@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sidecar_fakes import CLIENT_SECRET, TOKEN_URL, FakeClock, FakeIdP
 
+from tests.support.fakes import CLIENT_SECRET, TOKEN_URL, FakeClock, FakeIdP
 from token_refresher import Settings
 from token_refresher.redact import redactor
 

@@ -6,7 +6,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -15,9 +14,9 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-import httpx2
 import pytest
 
+from tests.support import free_port, http_ok, wait_until
 from token_refresher import Settings
 
 SCRIPT = str(Path(sys.executable).parent / "token-refresher")
@@ -68,12 +67,6 @@ def endpoint() -> Iterator[TokenEndpoint]:
     server.shutdown()
     server.server_close()
     thread.join()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture
@@ -247,15 +240,8 @@ def test_sigterm_stops_the_daemon_within_a_second(env, endpoint) -> None:
     listen = env["TOKEN_REFRESHER_LISTEN"]
     process = subprocess.Popen([SCRIPT], env=env, stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.monotonic() + 15
-        ready = 0
-        while time.monotonic() < deadline and ready != 200:
-            time.sleep(0.05)
-            try:
-                ready = httpx2.get(f"http://{listen}/readyz", trust_env=False).status_code
-            except httpx2.TransportError:
-                continue
-        assert ready == 200
+        url = f"http://{listen}/readyz"
+        wait_until(f"{url} to answer 200", lambda: http_ok(url), 15, every=0.05, note=None)
         content = output.read_bytes()
         started = time.monotonic()
         process.send_signal(signal.SIGTERM)

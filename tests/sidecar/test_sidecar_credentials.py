@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sidecar_fakes import rotate
 
+from tests.support.fakes import rotate
 from token_refresher.credentials import CredentialFile, check_files
 from token_refresher.errors import CredentialError
 from token_refresher_operator.devcert import write_self_signed

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import httpx2
 import pytest
-from sidecar_fakes import FakeClock, FakeIdP, drive, rotate
 
+from tests.support.fakes import FakeClock, FakeIdP, drive, rotate
 from token_refresher import Refresher
 
 HTML_503 = httpx2.Response(503, html="<html><body>Service Unavailable</body></html>")

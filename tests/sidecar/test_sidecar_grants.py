@@ -10,8 +10,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from joserfc import jwt
 from joserfc.jwk import ECKey, RSAKey
-from sidecar_fakes import CLIENT_SECRET, TOKEN_URL, FakeIdP, rotate
 
+from tests.support.fakes import CLIENT_SECRET, TOKEN_URL, FakeIdP, rotate
 from token_refresher import Refresher
 from token_refresher.grants import ASSERTION_LIFETIME
 

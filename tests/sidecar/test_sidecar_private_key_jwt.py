@@ -19,8 +19,8 @@ import httpx2
 import pytest
 from joserfc import jwt
 from joserfc.jwk import RSAKey
-from tests.idp import OAuthClient
 
+from tests.idp import OAuthClient
 from token_refresher import Refresher, Settings
 from token_refresher.grants import ASSERTION_LIFETIME
 

@@ -16,9 +16,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from sidecar_fakes import CLIENT_SECRET, FakeClock, FakeIdP, SecretVolume, rotate
-from tests.idp import OAuthClient
 
+from tests.idp import OAuthClient
+from tests.support.fakes import CLIENT_SECRET, FakeClock, FakeIdP, SecretVolume, rotate
 from token_refresher import Refresher, Settings
 from token_refresher.watch import POLL_INTERVAL, CredentialWatch
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import httpx2
 import pytest
-from sidecar_fakes import FakeClock, FakeIdP, rotate
 
+from tests.support.fakes import FakeClock, FakeIdP, rotate
 from token_refresher import Refresher, Reporter
 from token_refresher.report import ReportPolicy
 

@@ -7,8 +7,8 @@ import itertools
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from sidecar_fakes import drive
 
+from tests.support.fakes import drive
 from token_refresher import Refresher
 from token_refresher.schedule import (
     EARLIEST_FIRST_FRACTION,

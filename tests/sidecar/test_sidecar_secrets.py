@@ -14,8 +14,8 @@ from pathlib import Path
 
 import httpx2
 import pytest
-from sidecar_fakes import CLIENT_SECRET, FakeIdP
 
+from tests.support.fakes import CLIENT_SECRET, FakeIdP
 from token_refresher import Refresher, Reporter, TokenEndpointError
 from token_refresher.idp import IdP
 from token_refresher.logs import configure

@@ -7,8 +7,8 @@ from collections.abc import AsyncIterator
 
 import httpx2
 import pytest
-from sidecar_fakes import FakeIdP
 
+from tests.support.fakes import FakeIdP
 from token_refresher import Refresher, StatusServer
 
 

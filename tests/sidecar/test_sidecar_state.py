@@ -6,8 +6,7 @@ import json
 import stat
 from pathlib import Path
 
-from sidecar_fakes import FakeIdP
-
+from tests.support.fakes import FakeIdP
 from token_refresher import Refresher
 from token_refresher.state import RefreshTokenStore
 

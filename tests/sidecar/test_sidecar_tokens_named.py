@@ -24,8 +24,8 @@ from typing import Any
 import httpx2
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from sidecar_fakes import FakeIdP, SteppedClock
 
+from tests.support.fakes import FakeIdP, SteppedClock
 from token_refresher import Refreshers, Reporter, Settings, StatusServer
 from token_refresher.report import Report
 

@@ -1,10 +1,9 @@
 """Fakes for the sidecar's tests: a clock we own, a scripted identity provider, and
 a Secret volume written the way the kubelet writes it.
 
-Kept apart from conftest.py (which only holds fixtures) under a name no other test
-directory uses, so `from sidecar_fakes import ...` is unambiguous in a whole-suite run.
-The fakes only inject faults and time; the happy path against real IdPs lives in the
-integration tests.
+Kept apart from conftest.py (which only holds fixtures), in tests.support with the
+other shared helpers. The fakes only inject faults and time; the happy path against
+real IdPs lives in the integration tests.
 """
 
 from __future__ import annotations

@@ -1,0 +1,13 @@
+"""What the tests, the demo and the benchmarks share: bounded waits, free ports, process
+stops, test certificates, the operator launched in DEV mode, and the sidecar's fakes.
+
+One importable place, so no helper is copied and nothing reaches it through `sys.path`
+(`hack/` imports it as `tests.support`). The harness modules (tests/controlplane.py,
+tests/node.py, tests/idp.py) build on it and re-export what their users import from them.
+"""
+
+from tests.support.net import free_port, http_ok, listening
+from tests.support.processes import stop_process
+from tests.support.wait import WaitTimeout, wait_until
+
+__all__ = ["WaitTimeout", "free_port", "http_ok", "listening", "stop_process", "wait_until"]
