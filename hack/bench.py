@@ -32,7 +32,8 @@ writes every figure to bench-results.json (--out). --quick runs tiny counts and 
 nothing (the smoke test runs it). No timing is asserted anywhere: a benchmark reports,
 the tests judge behaviour. Every process started here runs in a session of its own and
 is stopped on the way out, Ctrl-C and SIGTERM included. Method and findings:
-docs/benchmarks.md.
+docs/benchmarks.md. Run as `python -m hack.bench` from the repository root (hack/bench.sh
+does), so `hack.benchkit` and the test harness import as packages.
 """
 
 from __future__ import annotations
@@ -52,18 +53,15 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(REPO / "hack"), str(REPO)]
-
-from benchkit.cluster import Cluster  # noqa: E402
-from benchkit.common import QUICK, SECTIONS, Plan, Processes, Progress  # noqa: E402
-from benchkit.container import bench_container  # noqa: E402
-from benchkit.family import LIFETIME, bench_family  # noqa: E402
-from benchkit.fleet import bench_fleet  # noqa: E402
-from benchkit.reports import bench_reports  # noqa: E402
-from benchkit.sidecar import bench_sidecar  # noqa: E402
-from benchkit.table import table, verdicts  # noqa: E402
-from benchkit.webhook import bench_webhook  # noqa: E402
+from hack.benchkit.cluster import Cluster
+from hack.benchkit.common import QUICK, REPO, SECTIONS, Plan, Processes, Progress
+from hack.benchkit.container import bench_container
+from hack.benchkit.family import LIFETIME, bench_family
+from hack.benchkit.fleet import bench_fleet
+from hack.benchkit.reports import bench_reports
+from hack.benchkit.sidecar import bench_sidecar
+from hack.benchkit.table import table, verdicts
+from hack.benchkit.webhook import bench_webhook
 
 
 def estimates(plan: Plan) -> dict[str, float]:
@@ -100,7 +98,9 @@ def _terminated_as_interrupt() -> Iterator[None]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="hack/bench.py", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m hack.bench", description=(__doc__ or "").split("\n")[0]
+    )
     parser.add_argument("--quick", action="store_true", help="tiny counts, nothing judged")
     parser.add_argument(
         "--out", type=Path, default=REPO / "bench-results.json", help="where the JSON goes"

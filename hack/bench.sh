@@ -7,4 +7,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 hack/venv.sh
 hack/tools.sh >/dev/null
-exec .venv/bin/python hack/bench.py "$@"
+exec .venv/bin/python -m hack.bench "$@"

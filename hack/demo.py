@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from tests.controlplane import tools, wait_until
+from tests.controlplane import tools
 from tests.e2e.workloads import (
     RESOURCE_SERVER,
     deployment,
@@ -38,6 +38,7 @@ from tests.e2e.workloads import (
 from tests.idp import OidcProvider, OidcProviderFactory, default_oidc_clients
 from tests.images import images
 from tests.node import HOST_IP, Node
+from tests.support import wait_until
 
 TTL = 10  # seconds: short, so refreshes happen while you watch
 NAMESPACE = "demo"

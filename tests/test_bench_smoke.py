@@ -28,7 +28,8 @@ def test_the_quick_bench_writes_every_section(tmp_path: Path, node: Node) -> Non
     out = tmp_path / "bench.json"
     before = set(Path(tempfile.gettempdir()).glob("token-refresher-bench-*"))
     proc = subprocess.run(
-        [sys.executable, str(REPO / "hack" / "bench.py"), "--quick", "--out", str(out)],
+        [sys.executable, "-m", "hack.bench", "--quick", "--out", str(out)],
+        cwd=REPO,
         capture_output=True,
         text=True,
         timeout=220,

@@ -7,7 +7,6 @@ import base64
 import contextlib
 import json
 import os
-import subprocess
 import threading
 import time
 from collections.abc import Callable
@@ -16,10 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx2
-from tests.controlplane import ControlPlane, free_port, tools
+from tests.controlplane import ControlPlane, tools
+from tests.support import kube
+from tests.support.operator import OperatorProcess, start_operator, stop_operator
 
-from .common import BIN, Processes, Progress, cpu_seconds, percentile, wait_for
+from .common import Processes, Progress, cpu_seconds, percentile
 
 
 class Cluster:
@@ -31,8 +31,7 @@ class Cluster:
         self.procs = procs
         self.say = say
         self.cp: ControlPlane | None = None
-        self.operator: subprocess.Popen[Any] | None = None
-        self.health_port = 0
+        self.operator: OperatorProcess | None = None
 
     def start(self) -> ControlPlane:
         if self.cp is None:
@@ -40,43 +39,24 @@ class Cluster:
             self.cp = ControlPlane(tools(), workdir=self.work / "cluster").start()
         return self.cp
 
-    def start_operator(self) -> None:
+    def start_operator(self) -> OperatorProcess:
+        """The operator in DEV mode (tests.support's launcher), once its webhook is
+        registered and its ports listen."""
         cp = self.start()
         self.say.say("cluster", "starting the operator in DEV mode and waiting for its webhook")
-        self.health_port = free_port()
-        config = self.work / "operator-config.yaml"
-        config.write_text("defaults:\n  format: raw\n")
-        env = {
-            **os.environ,
-            "KUBECONFIG": str(cp.kubeconfig),
-            "TOKEN_REFRESHER_OPERATOR_DEV": "true",
-            "TOKEN_REFRESHER_OPERATOR_NAMESPACE": "token-refresher",
-            "TOKEN_REFRESHER_OPERATOR_LISTEN_HOST": "127.0.0.1",
-            "TOKEN_REFRESHER_OPERATOR_WEBHOOK_PORT": str(free_port()),
-            "TOKEN_REFRESHER_OPERATOR_REPORT_PORT": str(free_port()),
-            "TOKEN_REFRESHER_OPERATOR_HEALTH_PORT": str(self.health_port),
-            "TOKEN_REFRESHER_OPERATOR_CONFIG_FILE": str(config),
-            "TOKEN_REFRESHER_OPERATOR_LOG_LEVEL": "warning",
-        }
-        log = self.work / "operator.log"
-        self.operator = self.procs.start(
-            [str(BIN / "token-refresher-operator")],
-            env=env,
-            stdout=log.open("wb"),
-            stderr=subprocess.STDOUT,
+        self.operator = start_operator(
+            cp,
+            self.work / "operator",
+            config="defaults:\n  format: raw\n",
+            timeout=90,
+            env={"TOKEN_REFRESHER_OPERATOR_LOG_LEVEL": "warning"},
         )
-        operator = self.operator
+        return self.operator
 
-        def ready() -> bool:
-            if operator.poll() is not None:
-                tail = log.read_text(errors="replace")[-2000:]
-                raise RuntimeError(f"the operator exited ({operator.returncode}):\n{tail}")
-            got = cp.kubectl(
-                "get", "mutatingwebhookconfiguration", "token-refresher-dev", check=False
-            )
-            return got.returncode == 0 and self.healthy()
-
-        wait_for("the operator's webhook registration", ready, timeout=90, interval=0.25)
+    def stop_operator(self) -> None:
+        if self.operator is not None:
+            stop_operator(self.operator)
+            self.operator = None
 
     def control_plane_pids(self) -> dict[str, int]:
         """The pids of this run's kube-apiserver and etcd (another cluster may be running:
@@ -99,18 +79,8 @@ class Cluster:
                     found[name] = int(entry.name)
         return found
 
-    def healthy(self) -> bool:
-        """The operator answers its liveness probe."""
-        try:
-            got = httpx2.get(f"http://127.0.0.1:{self.health_port}/healthz", trust_env=False)
-        except httpx2.TransportError:
-            return False
-        return got.status_code == 200
-
     def stop(self) -> None:
-        if self.operator is not None:
-            self.procs.stop(self.operator)
-            self.operator = None
+        self.stop_operator()
         if self.cp is not None:
             self.cp.stop()
             self.cp = None
@@ -130,6 +100,7 @@ def make_namespace(cp: ControlPlane, name: str) -> None:
 
 
 def pod_manifest(name: str, namespace: str, *, inject: bool) -> dict[str, Any]:
+    """A pod of the ServiceAccount `app`, annotated for injection when `inject`."""
     annotations = (
         {
             "token-refresher.io/inject": "true",
@@ -141,15 +112,12 @@ def pod_manifest(name: str, namespace: str, *, inject: bool) -> dict[str, Any]:
         if inject
         else {}
     )
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": name, "namespace": namespace, "annotations": annotations},
-        "spec": {
-            "serviceAccountName": "app",
-            "containers": [{"name": "app", "image": "registry.invalid/app:1"}],
-        },
-    }
+    return kube.pod_manifest(
+        name,
+        namespace,
+        annotations=annotations,
+        spec={"serviceAccountName": "app", "containers": [kube.APP]},
+    )
 
 
 class PodCreator:

@@ -1,19 +1,19 @@
-"""What every benchmark section needs: the plan, progress lines, bounded waits,
+"""What every benchmark section needs: the plan, progress lines, bounded waits (tests.support's),
 /proc readings and the child processes of the run (all stopped on the way out)."""
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tests.controlplane import stop_process
+from tests.support import stop_process, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent  # the venv's console scripts
@@ -83,16 +83,9 @@ class Progress:
         sys.stderr.flush()
 
 
-def wait_for(what: str, check: Callable[[], Any], *, timeout: float, interval: float = 0.05) -> Any:
-    """Poll `check` until it returns something true; bounded by `timeout`."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"gave up waiting for {what} after {timeout:.0f} s")
-        time.sleep(interval)
+# tests.support's one wait, at the bench's pace: its checks are files and local ports, and
+# in some sections when a wait ends is part of the figure. Silent: Progress says the rest.
+wait_for = functools.partial(wait_until, every=0.05, note=None)
 
 
 def percentile(values: list[float], p: float) -> float:

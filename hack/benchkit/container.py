@@ -34,9 +34,11 @@ from typing import TYPE_CHECKING, Any, cast
 
 import httpx2
 import jsonpatch
-from tests.controlplane import free_port, tools
+from tests.controlplane import tools
 from tests.e2e.workloads import RESTRICTED, oauth_secret
 from tests.node import DESCRIPTOR, HOST_IP, NODE_NAME, Node
+from tests.support import free_port
+from tests.support.kube import pod_manifest
 
 from .common import PACE, PACE_TEXT, TOKEN_LIFETIME, Plan, Progress, proc_status, wait_for
 
@@ -205,42 +207,35 @@ def injected_pod(node: Node, namespace: str, name: str, idp: Any, work: Path) ->
             },
         }
     )
-    pod: dict[str, Any] = {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {
-            "name": name,
-            "namespace": namespace,
-            # What the sidecar section asks for (a resource: oidc-provider issues JWTs).
-            "annotations": {
-                annotation("inject"): "true",
-                annotation("issuer"): idp.issuer,
-                annotation("client-id"): idp.basic.client_id,
-                annotation("client-secret"): "oauth/secret",
-                annotation("scope"): "api:read",
-                annotation("resource"): idp.resource,
-            },
-        },
-        "spec": {
-            "securityContext": {
-                "runAsNonRoot": True,
-                "runAsUser": SIDECAR_UID,
-                "runAsGroup": SIDECAR_UID,
-                "fsGroup": SIDECAR_UID,
-                "seccompProfile": {"type": "RuntimeDefault"},
-            },
-            "enableServiceLinks": False,
-            "terminationGracePeriodSeconds": 2,
-            "containers": [
-                {
-                    "name": "app",
-                    "image": node.image("pause"),
-                    "imagePullPolicy": "Never",
-                    "securityContext": RESTRICTED,
-                }
-            ],
-        },
+    # What the sidecar section asks for (a resource: oidc-provider issues JWTs).
+    annotations = {
+        annotation("inject"): "true",
+        annotation("issuer"): idp.issuer,
+        annotation("client-id"): idp.basic.client_id,
+        annotation("client-secret"): "oauth/secret",
+        annotation("scope"): "api:read",
+        annotation("resource"): idp.resource,
     }
+    spec = {
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": SIDECAR_UID,
+            "runAsGroup": SIDECAR_UID,
+            "fsGroup": SIDECAR_UID,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "enableServiceLinks": False,
+        "terminationGracePeriodSeconds": 2,
+        "containers": [
+            {
+                "name": "app",
+                "image": node.image("pause"),
+                "imagePullPolicy": "Never",
+                "securityContext": RESTRICTED,
+            }
+        ],
+    }
+    pod = pod_manifest(name, namespace, annotations=annotations, spec=spec)
     ops = build_patch(
         pod=cast("Pod", pod),
         namespace=namespace,
@@ -323,7 +318,7 @@ class Watched:
             f"the sidecar's container in pod {self.name} to run",
             self._running,
             timeout=120,
-            interval=0.2,
+            every=0.2,
         )
         self.cgroup = _cgroup_of(uid, cid)
         self.url = f"http://{ip}:8099/status"

@@ -10,6 +10,7 @@ too, seen by one thread reading every replica's file every 2 ms.
 
 from __future__ import annotations
 
+import functools
 import json
 import threading
 import time
@@ -17,8 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx2
-from tests.controlplane import free_port
 from tests.rbac import family_rbac
+from tests.support import free_port
+from tests.support.kube import create_family_secret
 
 from .cluster import Cluster
 from .common import BIN, Plan, Processes, Progress, percentile, sidecar_env, wait_for
@@ -98,15 +100,7 @@ def bench_family(
         idp = idps.start(ttl=LIFETIME)
         bootstrap = work / "bootstrap"
         bootstrap.write_text(idp.refresh_token())
-        cp.kubectl(
-            "-n",
-            namespace,
-            "create",
-            "secret",
-            "generic",
-            FAMILY,
-            f"--from-file=refresh={bootstrap}",
-        )
+        create_family_secret(cp, namespace, FAMILY, bootstrap)
         secret = work / "client-secret"
         secret.write_text(idp.basic.client_secret or "")
         ports: dict[str, int] = {}
@@ -139,7 +133,7 @@ def bench_family(
             log = (work / f"{name}.log").open("wb")
             procs.start([str(BIN / "token-refresher")], env=env, stdout=log, stderr=log)
         for name, port in ports.items():
-            wait_for(f"{name} ready", lambda p=port: _ready(p), timeout=30)
+            wait_for(f"{name} ready", functools.partial(_ready, port), timeout=30)
         say.say(section, f"{plan.family_replicas} replicas share the family; measuring "
                 f"{plan.family_rotations} rotations")  # fmt: skip
         with _Files(outputs) as files:

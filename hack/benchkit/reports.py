@@ -1,13 +1,12 @@
 """Section 5, the report endpoint: accepted failure reports per second at
 serve_reports against the real apiserver, with its TokenReview cache.
 
-`python -m benchkit.reports CONFIG` runs the endpoint in a process of its own."""
+`python -m hack.benchkit.reports CONFIG` runs the endpoint in a process of its own."""
 
 from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
 import signal
 import ssl
@@ -20,8 +19,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx2
-from tests.controlplane import ControlPlane, free_port, stop_process
+from tests.controlplane import ControlPlane
 from tests.rbac import report_endpoint_rbac
+from tests.support import free_port, stop_process
 
 from .cluster import Cluster, pod_manifest
 from .common import REPO, Plan, Processes, Progress, percentile
@@ -32,7 +32,7 @@ _BENCH_LIMIT = {"rate": 1e9, "burst": 10**9}
 
 
 def serve_reports_process(config: dict[str, Any]) -> None:
-    """`python -m benchkit.reports CONFIG`: serve_reports in a process of its own, so the
+    """`python -m hack.benchkit.reports CONFIG`: serve_reports in a process of its own, so the
     load generator does not share its interpreter. Prints `ready`, and its counters on exit."""
     from kubernetes import client
 
@@ -134,11 +134,11 @@ def bench_reports(
         "limit": _BENCH_LIMIT,
     }
     server = procs.start(
-        [sys.executable, "-m", "benchkit.reports", json.dumps(config)],
+        [sys.executable, "-m", "hack.benchkit.reports", json.dumps(config)],
         stdout=subprocess.PIPE,
         stderr=(work / "report-server.log").open("wb"),
         text=True,
-        env={**os.environ, "PYTHONPATH": f"{REPO / 'hack'}{os.pathsep}{REPO}"},
+        cwd=REPO,  # where `hack` and `tests` import from
     )
     assert server.stdout is not None
     if server.stdout.readline().strip() != "ready":

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx2
-from tests.controlplane import free_port
+from tests.support import free_port
 
 from .common import (
     BIN,
@@ -208,15 +208,9 @@ def _steady_and_idle(
     return steady, idle_result
 
 
-_BARE_REQUEST = """
-import sys
-import httpx2
-r = httpx2.post(sys.argv[1], data={"grant_type": "client_credentials", "resource": sys.argv[4],
-    "scope": "api:read"}, auth=(sys.argv[2], sys.argv[3]), trust_env=False)
-r.raise_for_status()
-assert r.json()["access_token"]
-print("token", flush=True)
-"""
+# A fresh interpreter posting the same token request with httpx2 alone, run by path; `-P`
+# prepends nothing to sys.path, so no module of this folder shadows another.
+_BARE_REQUEST = Path(__file__).with_name("bare_request.py")
 
 
 def _time_to_first_token(
@@ -245,13 +239,13 @@ def _time_to_first_token(
             [str(BIN / "token-refresher")], env=env, stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )  # fmt: skip
-        wait_for("the token file", (out / "token").exists, timeout=30, interval=0.001)
+        wait_for("the token file", (out / "token").exists, timeout=30, every=0.001)
         sidecar_times.append(time.perf_counter() - started)
         procs.stop(proc)
 
         client = idp.basic
         argv = [
-            sys.executable, "-c", _BARE_REQUEST,
+            sys.executable, "-P", str(_BARE_REQUEST),
             idp.token_url, client.client_id, client.client_secret or "", idp.resource,
         ]  # fmt: skip
         started = time.perf_counter()

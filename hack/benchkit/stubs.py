@@ -12,50 +12,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tests.controlplane import free_port
+from tests.support import free_port
 
 from .apimetrics import AdmissionLatency, one_at_a_time
 from .cluster import Cluster, PodCreator, Pods, interleaved
 from .common import Plan, Progress, wait_for
 
-# Stand-ins for the operator's webhook, to tell the apiserver's share of the admission
-# cost from the operator's: `allow` answers every review allowed and unchanged, `label`
-# adds one label, `operator-patch` returns the operator's own patch (`build_patch`, the
-# pure core of /mutate) from a bare aiohttp handler, without kopf around it.
-_WEBHOOK_STUB = r"""
-import base64, json, ssl, sys
-from pathlib import Path
-from aiohttp import web
-port, cert, key, mode, config_file = sys.argv[1:6]
-if mode == "operator-patch":
-    from token_refresher_operator.config import load_cluster_config
-    from token_refresher_operator.patch import build_patch
-    config = load_cluster_config(Path(config_file))
-LABEL = [{"op": "add", "path": "/metadata/labels", "value": {"bench": "patched"}}]
-async def mutate(request):
-    req = (await request.json())["request"]
-    pod = req["object"]
-    response = {"uid": req["uid"], "allowed": True}
-    ops = None
-    if mode == "label" and "labels" not in pod["metadata"]:
-        ops = LABEL
-    elif mode == "operator-patch" and not any(
-        c.get("name") == "token-refresher" for c in pod["spec"].get("initContainers") or []
-    ):
-        ops = build_patch(pod=pod, namespace=req["namespace"], config=config,
-            operator_namespace="token-refresher", report_audience="token-refresher-report")
-    if ops:
-        patch = base64.b64encode(json.dumps(ops).encode()).decode()
-        response.update(patchType="JSONPatch", patch=patch)
-    return web.json_response({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
-        "response": response})
-app = web.Application()
-app.router.add_post("/mutate", mutate)
-context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-context.load_cert_chain(cert, key)
-web.run_app(app, host="127.0.0.1", port=int(port), ssl_context=context, print=None,
-    access_log=None)
-"""
+# The stand-in webhook (allow, label, operator-patch), run by path in a fresh interpreter;
+# `-P` prepends nothing to sys.path, so no module of this folder shadows another.
+_WEBHOOK_STUB = Path(__file__).with_name("webhook_stub.py")
 
 
 def webhook_floor(
@@ -67,9 +32,7 @@ def webhook_floor(
 
     section = "webhook"
     cp = cluster.start()
-    if cluster.operator is not None:
-        cluster.procs.stop(cluster.operator)
-        cluster.operator = None
+    cluster.stop_operator()
     cp.kubectl("delete", "mutatingwebhookconfiguration", "token-refresher-dev",
                "--ignore-not-found")  # fmt: skip
     (work / "stub").mkdir(parents=True, exist_ok=True)
@@ -85,7 +48,7 @@ def webhook_floor(
         say.say(section, f"profile: the same pods through a stand-in webhook ({mode})")
         port = free_port()
         stub = cluster.procs.start(
-            [sys.executable, "-c", _WEBHOOK_STUB, str(port), str(cert.cert_file),
+            [sys.executable, "-P", str(_WEBHOOK_STUB), str(port), str(cert.cert_file),
              str(cert.key_file), mode, str(config)],
             stdout=subprocess.DEVNULL, stderr=(work / f"stub-{mode}.log").open("wb"),
         )  # fmt: skip
@@ -110,7 +73,7 @@ def webhook_floor(
                     got = cp.kubectl("-n", "bench-inject", "get", "pod", name, "-o", "json")
                     return bool(json.loads(got.stdout)["metadata"].get("labels"))
 
-                wait_for(f"the {mode} stand-in to be called", patched, timeout=30, interval=0.5)
+                wait_for(f"the {mode} stand-in to be called", patched, timeout=30, every=0.5)
             with AdmissionLatency(cp) as latency:
                 created = interleaved(
                     creator,

@@ -44,7 +44,7 @@ def bench_webhook(plan: Plan, cluster: Cluster, work: Path, say: Progress) -> di
                 pods,
                 rounds=plan.pod_rounds,
                 per_round=max(1, plan.pods // plan.pod_rounds),
-                processes={"operator": cluster.operator.pid, **cluster.control_plane_pids()},
+                processes={"operator": cluster.operator.proc.pid, **cluster.control_plane_pids()},
                 note=lambda text: say.say(section, text),
             )
         count = max(5, plan.mutate_calls // 2)
