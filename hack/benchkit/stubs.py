@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import functools
 import json
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from tests.support import free_port
+from tests.support import free_port, listening
 
 from .apimetrics import AdmissionLatency, one_at_a_time
 from .cluster import Cluster, PodCreator, Pods, interleaved
@@ -53,7 +52,7 @@ def webhook_floor(
             stdout=subprocess.DEVNULL, stderr=(work / f"stub-{mode}.log").open("wb"),
         )  # fmt: skip
         try:
-            wait_for(f"the {mode} stand-in", functools.partial(_listening, port), timeout=30)
+            wait_for(f"the {mode} stand-in", functools.partial(listening, port), timeout=30)
             body = webhook_configuration(
                 name="token-refresher-bench-stub",
                 url=f"https://127.0.0.1:{port}/mutate",
@@ -96,10 +95,3 @@ def webhook_floor(
         }
     cp.kubectl("delete", "mutatingwebhookconfiguration", "token-refresher-bench-stub")
     return floor
-
-
-def _listening(port: int) -> bool:
-
-    with socket.socket() as sock:
-        sock.settimeout(0.5)
-        return sock.connect_ex(("127.0.0.1", port)) == 0

@@ -14,7 +14,6 @@ import base64
 import json
 import ssl
 import threading
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -211,13 +210,13 @@ def test_annotated_pod_is_denied_while_the_webhook_is_down(
     closed = f"https://127.0.0.1:{free_port()}"
     name = apply_webhook(cluster, chart, namespaces, url=closed, ca_pem=stand_in.ca_pem)
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            denied = create_pod(cluster, pod(namespaces.app, {INJECT: "true"})[1])
-            if denied.returncode != 0 or time.monotonic() > deadline:
-                break
-            time.sleep(0.5)
-        assert denied.returncode != 0
+
+        def refused() -> Any:
+            proc = create_pod(cluster, pod(namespaces.app, {INJECT: "true"})[1])
+            return proc if proc.returncode != 0 else None
+
+        # The apiserver may still hold the previous configuration for a moment.
+        denied = wait_until("the apiserver to refuse an annotated pod", refused, 30)
         assert 'failed calling webhook "inject.token-refresher.io"' in denied.stderr
         assert create_pod(cluster, pod(namespaces.app)[1]).returncode == 0
     finally:
