@@ -1,7 +1,7 @@
 """The one table of pod annotations: every `token-refresher.io/<key>` and what it drives.
 
 Adding an annotation is one row here (plus its test): the parser (`annotations.parse`)
-takes its keys, checks and defaults from `KEYS`, the env renderer (`patch.render_env`)
+takes its keys, checks and defaults from `KEYS`, the env renderer (`sidecarenv.render_env`)
 writes the rows that set a sidecar field in this order, the webhook names a sidecar
 problem by the row's key, and tests hold the README's annotation table and the chart's
 `defaults` values and schema to it (tests/test_docs.py, tests/operator/test_keys.py).
@@ -63,6 +63,14 @@ class Key:
     marker: bool = False  # a flag on the pod, never configuration
 
 
+def _secret(name: str, field: str, doc: str) -> Key:
+    """A `<secret>/<key>` annotation: never a cluster default, since a Secret lives in
+    the pod's own namespace."""
+    return Key(
+        name=name, field=field, doc=doc, check=check_secret_ref, secret=True, chart_default=None
+    )
+
+
 # In the order the sidecar's env is rendered (a stable env is the webhook's cache key).
 TABLE: tuple[Key, ...] = (
     Key(
@@ -92,29 +100,16 @@ TABLE: tuple[Key, ...] = (
         doc="`client_secret_basic`, `client_secret_post`, `private_key_jwt`, "
         "`service_account`, `none`",
     ),
-    Key(
-        name="client-secret",
-        field="client_secret_file",
-        check=check_secret_ref,
-        secret=True,
-        chart_default=None,
-        doc="`<secret>/<key>` in the pod's namespace, mounted into the sidecar only",
+    _secret(
+        "client-secret",
+        "client_secret_file",
+        "`<secret>/<key>` in the pod's namespace, mounted into the sidecar only",
     ),
-    Key(
-        name="private-key",
-        field="private_key_file",
-        check=check_secret_ref,
-        secret=True,
-        chart_default=None,
-        doc="`<secret>/<key>` holding a PEM key, likewise",
-    ),
-    Key(
-        name="refresh-token",
-        field="refresh_token_file",
-        check=check_secret_ref,
-        secret=True,
-        chart_default=None,
-        doc="`<secret>/<key>` holding the bootstrap refresh token, likewise",
+    _secret("private-key", "private_key_file", "`<secret>/<key>` holding a PEM key, likewise"),
+    _secret(
+        "refresh-token",
+        "refresh_token_file",
+        "`<secret>/<key>` holding the bootstrap refresh token, likewise",
     ),
     Key(
         name="private-key-id",

@@ -23,14 +23,10 @@ from tests.operator.test_patch import BASE, P, make_pod, ops_for
 from token_refresher.problems import Problem
 from token_refresher.settings import Settings
 from token_refresher_operator.annotations import KEYS, MAX_TOKENS, PER_TOKEN_KEYS
+from token_refresher_operator.envcheck import annotation_line
 from token_refresher_operator.errors import AnnotationError
-from token_refresher_operator.patch import (
-    _ANNOTATION_OF,
-    _FIELD_OF,
-    CREDENTIALS_DIR,
-    TOKENS_ENV,
-    _annotation_line,
-)
+from token_refresher_operator.keys import ANNOTATION_OF, FIELD_OF
+from token_refresher_operator.patch import CREDENTIALS_DIR, TOKENS_ENV
 
 IDP2 = "https://idp2.example/realms/partners"
 THREE = {
@@ -306,12 +302,12 @@ def test_a_pod_volume_named_like_a_named_tokens_volume_is_a_conflict() -> None:
 
 def test_sidecar_problems_about_named_tokens_are_named_by_annotation() -> None:
     assert (
-        _annotation_line(
+        annotation_line(
             Problem(("tokens", "pay-ments", "client_id"), "required for grant client_credentials")
         )
         == "token-refresher.io/client-id.pay-ments: required for grant client_credentials"
     )
-    assert _annotation_line(
+    assert annotation_line(
         Problem(
             ("tokens", "a", "output"),
             "/x is also the output of token b ({0}); two tokens may not share a file",
@@ -322,11 +318,11 @@ def test_sidecar_problems_about_named_tokens_are_named_by_annotation() -> None:
         "(token-refresher.io/file.b); two tokens may not share a file"
     )
     # What no annotation sets is the operator's doing, in the sidecar's words.
-    assert _annotation_line(Problem(("tokens", "a", "state_file"), "clash")) == (
+    assert annotation_line(Problem(("tokens", "a", "state_file"), "clash")) == (
         "token-refresher operator configuration: TOKEN_REFRESHER_TOKENS__A__STATE_FILE: clash"
     )
     # A token named like a setting is still a token.
-    assert _annotation_line(Problem(("tokens", "audience"), "bad")).startswith(
+    assert annotation_line(Problem(("tokens", "audience"), "bad")).startswith(
         "token-refresher operator configuration: token audience: "
     )
 
@@ -334,8 +330,8 @@ def test_sidecar_problems_about_named_tokens_are_named_by_annotation() -> None:
 def test_every_per_token_annotation_sets_a_per_token_sidecar_setting() -> None:
     from token_refresher.settings import TOKEN_FIELDS
 
-    assert set(_FIELD_OF) == PER_TOKEN_KEYS == set(_ANNOTATION_OF.values())
-    assert set(_FIELD_OF.values()) <= TOKEN_FIELDS
+    assert set(FIELD_OF) == PER_TOKEN_KEYS == set(ANNOTATION_OF.values())
+    assert set(FIELD_OF.values()) <= TOKEN_FIELDS
 
 
 # --- property ------------------------------------------------------------------------------
