@@ -10,12 +10,13 @@ has actually expired.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from tests.support import wait_until_async
 from token_refresher import Refreshers, Settings, StatusServer
 from token_refresher.expiry import jwt_claims
 
@@ -24,13 +25,8 @@ pytestmark = pytest.mark.idp
 PAYMENTS = "urn:token-refresher:payments"
 
 
-async def wait_for(what: str, condition: Callable[[], bool], *, tries: int = 600) -> None:
-    # A bound on a wait (60 s), not on how long it took: a loaded machine is only slower.
-    for _ in range(tries):
-        if condition():
-            return
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"never: {what}")
+# A bound on a wait (60 s), not on how long it took: a loaded machine is only slower.
+wait_for = functools.partial(wait_until_async, timeout=60, every=0.1)
 
 
 async def test_three_tokens_at_two_idps_refresh_on_their_own(oidc_provider, tmp_path: Path) -> None:

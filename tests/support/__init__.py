@@ -8,6 +8,14 @@ tests/node.py, tests/idp.py) build on it and re-export what their users import f
 
 from tests.support.net import free_port, http_ok, listening
 from tests.support.processes import stop_process
-from tests.support.wait import WaitTimeout, wait_until
+from tests.support.wait import WaitTimeout, wait_until, wait_until_async
 
-__all__ = ["WaitTimeout", "free_port", "http_ok", "listening", "stop_process", "wait_until"]
+__all__ = [
+    "WaitTimeout",
+    "free_port",
+    "http_ok",
+    "listening",
+    "stop_process",
+    "wait_until",
+    "wait_until_async",
+]
