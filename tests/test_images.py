@@ -15,16 +15,14 @@ import json
 import os
 import signal
 import subprocess
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.controlplane import ControlPlane, free_port
+from tests.controlplane import ControlPlane
 from tests.images import Image, images
+from tests.support import WaitTimeout, free_port, http_ok, wait_until
 
 USER = "65532:65532"
 
@@ -141,14 +139,6 @@ def _leaf(pid: int) -> int:
     return pid
 
 
-def _healthy(port: int) -> bool:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as resp:
-            return bool(resp.status == 200)
-    except (urllib.error.URLError, OSError):
-        return False
-
-
 def _inline_kubeconfig(cluster: ControlPlane) -> str:
     """The cluster's admin kubeconfig with its certificates inline (one file to mount)."""
 
@@ -222,11 +212,15 @@ def test_operator_image_starts_as_65532(
             start_new_session=True,
         )
         try:
-            deadline = time.monotonic() + 60
-            while not _healthy(health):
+
+            def healthy() -> bool:
                 assert proc.poll() is None, "operator exited:\n" + log_file.read_text()[-3000:]
-                assert time.monotonic() < deadline, "no /healthz in 60 s:\n" + log_file.read_text()
-                time.sleep(0.3)
+                return http_ok(f"http://127.0.0.1:{health}/healthz")
+
+            try:
+                wait_until("the operator's /healthz", healthy, 60, every=0.3, note=None)
+            except WaitTimeout as exc:
+                raise AssertionError(f"{exc}:\n{log_file.read_text()[-3000:]}") from None
             # A graceful stop, as the kubelet does it: SIGTERM to the operator process.
             os.kill(_leaf(proc.pid), signal.SIGTERM)
             proc.wait(timeout=30)
