@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
 import signal
 import subprocess
 import uuid
@@ -23,6 +22,7 @@ import pytest
 
 from tests.controlplane import REPO, ControlPlane, Tools
 from tests.controlplane import tools as locate_tools
+from tests.support.secrets import secrets_in
 
 if TYPE_CHECKING:
     from tests.node import Node
@@ -102,23 +102,6 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 # What must never reach a log line, anywhere in the suite: anything shaped like a JWT
 # (access tokens, ID tokens, service-account tokens and assertions all are) and the
 # secrets of the test IdPs' clients and users.
-_JWT = re.compile(r"eyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}")
-_TEST_SECRETS = (
-    "client-basic-secret",
-    "client-post-secret",
-    "dex-basic-secret",
-    "dex-post-secret",
-    "alice-password",
-)
-
-
-def secrets_in(text: str) -> list[str]:
-    """Credential-looking strings in `text` (abridged, so a failure does not leak them)."""
-    found = [m.group(0)[:12] + "…" for m in _JWT.finditer(text)]
-    found += [s[:6] + "…" for s in _TEST_SECRETS if s in text]
-    return found
-
-
 @pytest.fixture(autouse=True)
 def _no_secret_in_any_log_record(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
     """Every test doubles as a leak test: no log record it produced carries a credential."""

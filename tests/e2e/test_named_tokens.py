@@ -16,7 +16,6 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import secrets_in
 from tests.e2e.workloads import (
     RELEASE_NAMESPACE,
     RESOURCE_SERVER,
@@ -33,6 +32,7 @@ from tests.e2e.workloads import (
 )
 from tests.idp import OAuthClient, OidcProvider, OidcProviderFactory, default_oidc_clients
 from tests.node import HOST_IP, Node, wait_until
+from tests.support.secrets import secrets_in
 
 pytestmark = [pytest.mark.node, pytest.mark.idp]
 
