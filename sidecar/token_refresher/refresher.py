@@ -8,6 +8,12 @@ sleeps until the next refresh or the token's expiry, whichever is sooner: no per
 wake-ups, so an idle sidecar costs no CPU. The one exception is the wait after a
 permanent error, when it looks at the credential files once a second (`watch`), so
 that the fix a person makes to a Secret is tried at once.
+
+It is longer than our other modules because it is one state machine: the loop, the
+bookkeeping of each attempt (state, backoff ladder, expiry, counters) and the `/status`
+document and shutdown line that report that same state read and write the same dozen
+fields; split, each half would reach into the other's. What is not that state lives
+beside it (`schedule`, `source`, `writer`, `watch`, `httpclient`).
 """
 
 from __future__ import annotations
@@ -22,9 +28,9 @@ from typing import TYPE_CHECKING, Any, Literal
 import httpx2
 
 from .clock import Clock, SystemClock
-from .credentials import ssl_context
 from .errors import OutputError, RefreshFailure
 from .grants import Credentials
+from .httpclient import new_client
 from .idp import IdP
 from .logs import current_token, get_logger
 from .metrics import Metrics, Outcome
@@ -44,12 +50,11 @@ if TYPE_CHECKING:
     from .kube import KubeClient
     from .report import Reporter, TokenReporter
 
-__all__ = ["Refresher", "RefresherState", "new_client"]
+__all__ = ["Refresher", "RefresherState"]
 
 log = get_logger(__name__)
 
 RefresherState = Literal["starting", "ready", "retrying", "failing", "expired", "stopped"]
-_USER_AGENT = "token-refresher"
 
 
 @dataclass(frozen=True)
@@ -518,25 +523,6 @@ class Refresher:
             f"{_plural(self.refresh_count, 'refresh', 'refreshes')}, "
             f"{_plural(self.failure_count, 'failed attempt', 'failed attempts')}, {expiry}"
         )
-
-
-def new_client(
-    settings: Settings,
-    *,
-    transport: httpx2.AsyncBaseTransport | None = None,
-    timeout: float | None = None,
-) -> httpx2.AsyncClient:
-    """An httpx2 client for the IdP of `settings`: its CA bundle, its timeout.
-
-    `IdP` bounds each exchange with the token's own TIMEOUT, so a client shared by tokens
-    of one CA bundle (`Refreshers`) is given the longest of theirs.
-    """
-    return httpx2.AsyncClient(
-        transport=transport,
-        verify=ssl_context(cafile=settings.ca_file),
-        timeout=timeout or settings.timeout,
-        headers={"User-Agent": _USER_AGENT},
-    )
 
 
 def _namespace_beside(settings: Settings) -> str | None:

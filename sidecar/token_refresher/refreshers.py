@@ -18,8 +18,9 @@ from typing import TYPE_CHECKING
 import httpx2
 
 from .clock import Clock
+from .httpclient import new_client
 from .metrics import Metrics
-from .refresher import Refresher, new_client
+from .refresher import Refresher
 from .schedule import Random
 from .settings import DEFAULT_TOKEN, Settings
 

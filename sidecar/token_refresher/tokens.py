@@ -91,9 +91,11 @@ def parse_token_response(
             permanent=error in PERMANENT_OAUTH_ERRORS,
         )
 
-    if document is not None and isinstance(document.get("error"), str) and document["error"]:
+    error = document.get("error") if document is not None else None
+    # An error that prints as nothing (" ") names no error: judged as if absent.
+    code = _printable(error, 64) if isinstance(error, str) else ""
+    if document is not None and code:
         # RFC 6749 section 5.2; some IdPs send it with 200, so check before the status.
-        code = _printable(document["error"], 64)
         raw = document.get("error_description")
         description = _printable(raw, 300) if isinstance(raw, str) and raw else None
         suffix = f" ({description})" if description else ""
