@@ -48,3 +48,13 @@ def test_secrets_and_markers_are_never_chart_defaults() -> None:
             assert key.chart_default is None, key.name
     assert set(SECRET_KEYS) == {"client-secret", "private-key", "refresh-token"}
     assert len(KEYS) == len(TABLE)
+
+
+def test_the_chart_schema_allows_exactly_the_values_the_tables_checks_allow() -> None:
+    schema = json.loads((CHART / "values.schema.json").read_text())["properties"]["defaults"]
+    for key in TABLE:
+        allowed = schema["properties"].get(key.name, {}).get("enum")
+        if allowed is None:
+            continue
+        assert all(key.check(value) is None for value in allowed if value), key.name
+        assert key.check("not-" + "-".join(v for v in allowed if v)) is not None, key.name
