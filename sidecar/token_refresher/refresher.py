@@ -23,7 +23,7 @@ import math
 import random as _random
 from collections.abc import Awaitable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypedDict
 
 import httpx2
 
@@ -50,11 +50,19 @@ if TYPE_CHECKING:
     from .kube import KubeClient
     from .report import Reporter, TokenReporter
 
-__all__ = ["Refresher", "RefresherState"]
+__all__ = ["PerRefresher", "Refresher", "RefresherState"]
 
 log = get_logger(__name__)
 
 RefresherState = Literal["starting", "ready", "retrying", "failing", "expired", "stopped"]
+
+
+class PerRefresher(TypedDict, total=False):
+    """What tests replace in each refresher alike; `Refreshers` passes them through."""
+
+    clock: Clock | None
+    random: Random | None
+    kube_transport: httpx2.AsyncBaseTransport | None
 
 
 @dataclass(frozen=True)

@@ -13,15 +13,13 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Unpack
 
 import httpx2
 
-from .clock import Clock
 from .httpclient import new_client
 from .metrics import Metrics
-from .refresher import Refresher
-from .schedule import Random
+from .refresher import PerRefresher, Refresher
 from .settings import DEFAULT_TOKEN, Settings
 
 if TYPE_CHECKING:
@@ -33,8 +31,9 @@ __all__ = ["Refreshers"]
 class Refreshers:
     """The refreshers of `settings.all_tokens()`, default first, and what they share.
 
-    `transport`, `clock`, `random`, `metrics` and `reporter` replace the real ones in
-    tests, as for `Refresher`. `Refreshers.of(refreshers)` wraps refreshers made
+    `transport`, `metrics` and `reporter` replace the real ones in tests, as for
+    `Refresher`, and so do `clock`, `random` and `kube_transport`, which every refresher
+    is given as they are (`PerRefresher`). `Refreshers.of(refreshers)` wraps refreshers made
     elsewhere (one, for `serve(refresher=...)`).
     """
 
@@ -43,11 +42,9 @@ class Refreshers:
         settings: Settings,
         *,
         transport: httpx2.AsyncBaseTransport | None = None,
-        clock: Clock | None = None,
-        random: Random | None = None,
         metrics: Metrics | None = None,
         reporter: Reporter | None = None,
-        kube_transport: httpx2.AsyncBaseTransport | None = None,
+        **each: Unpack[PerRefresher],
     ) -> None:
         tokens = settings.all_tokens()
         self.settings = settings
@@ -69,11 +66,9 @@ class Refreshers:
                 token,
                 name=name,
                 client=self._clients[token.ca_file],
-                clock=clock,
-                random=random,
                 metrics=self.metrics,
                 reporter=reporter,
-                kube_transport=kube_transport,
+                **each,
             )
             for name, token in tokens.items()
         }
