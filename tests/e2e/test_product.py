@@ -32,7 +32,7 @@ from tests.support.secrets import secrets_in
 
 pytestmark = [pytest.mark.node, pytest.mark.idp]
 
-TTL = 6  # seconds: three refreshes take about fifteen
+TTL = 10  # seconds, refreshed at half (workloads.annotations): three take about fifteen
 
 
 @pytest.fixture(scope="module")

@@ -289,9 +289,10 @@ def _check_spacing(case: Case, times: list[float], attempts: int, planned: list[
     gaps = [round(b - a, 3) for a, b in pairwise(times)]
     assert planned, "no faulty attempt logged its retry_in"
     if case.behaviour == "permanent":
-        # 2.7..3.3 s apart: nothing else in a 2.2 s window.
-        assert attempts == 1, f"a permanent error was retried {attempts} times in {WINDOW} s"
+        # Planned 2.7..3 s apart, so the IdP saw nothing else in the 2.2 s window (a late
+        # look at /status may already count the next attempt: the window is the proxy's).
         assert all(delay > WINDOW for delay in planned), planned
+        assert len(times) == 1, f"a permanent error was retried in {WINDOW} s: {times}"
         return
     if case.behaviour == "retry-after":
         assert len(times) >= 2, times
