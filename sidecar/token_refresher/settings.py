@@ -12,9 +12,10 @@ rotates projected tokens and users rotate secrets, so the files are re-read when
 
 One sidecar can serve several tokens (issue 17): the unnamed settings are the `default`
 token, and `TOKEN_REFRESHER_TOKENS` adds named ones (`named.py` says what they inherit).
-`Settings.all_tokens()` gives each token's effective settings, default first. The module
-is long because the model is: one field per setting, each with the description that
---help and the README reference are made from.
+`Settings.all_tokens()` gives each token's effective settings, default first. Whether
+the settings combine into a working sidecar is `combinations.py`'s to say. The module is
+long because the model is: one field per setting, each with its own check and the
+description that --help and the README reference are made from.
 """
 
 from __future__ import annotations
@@ -41,6 +42,8 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from .combinations import combination_problems
+from .kinds import ClientAuth, Grant
 from .named import CREDENTIAL_FIELDS, MAX_TOKENS, TOKEN_FIELDS, TOKEN_NAME, named_tokens
 from .problems import (
     DEFAULT_TOKEN,
@@ -69,21 +72,6 @@ __all__ = [
     "env_name",
     "token_env_name",
 ]
-
-
-class Grant(StrEnum):
-    CLIENT_CREDENTIALS = "client_credentials"
-    REFRESH_TOKEN = "refresh_token"
-    TOKEN_EXCHANGE = "token_exchange"  # RFC 8693
-    JWT_BEARER = "jwt_bearer"  # RFC 7523 section 2.1
-
-
-class ClientAuth(StrEnum):
-    CLIENT_SECRET_BASIC = "client_secret_basic"
-    CLIENT_SECRET_POST = "client_secret_post"
-    PRIVATE_KEY_JWT = "private_key_jwt"
-    SERVICE_ACCOUNT = "service_account"  # projected token as RFC 7523 client assertion
-    NONE = "none"
 
 
 # Set only while `Settings.from_values` validates: the model then reads its init values
@@ -360,66 +348,7 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _coherent(self) -> Settings:
-        # Collect every cross-field problem at once: a user fixing a manifest wants the
-        # whole list, not one error per deploy.
-        problems: list[Problem] = []
-        grant = ("grant",)
-
-        def need(field: str, why: str, *refs: tuple[str, ...]) -> None:
-            if getattr(self, field) in (None, ""):
-                problems.append(Problem((field,), f"required {why}", refs))
-
-        if self.issuer is None and self.token_url is None:
-            problems.append(
-                Problem(
-                    ("issuer",),
-                    "one is required (an OIDC issuer to discover the token endpoint, or "
-                    "the endpoint itself)",
-                    alternatives=(("token_url",),),
-                )
-            )
-        if self.grant is Grant.REFRESH_TOKEN:
-            need("refresh_token_file", "when {0}=refresh_token", grant)
-        if self.family_secret is not None and self.grant is not Grant.REFRESH_TOKEN:
-            problems.append(
-                Problem(
-                    ("family_secret",),
-                    "only with {0}=refresh_token (a family is a shared refresh token), "
-                    f"not {self.grant}",
-                    (grant,),
-                )
-            )
-        if self.family_secret is not None and self.family_lease <= self.timeout:
-            # A holder still waiting for the IdP must never be overtaken (docs/family.md).
-            problems.append(
-                Problem(
-                    ("family_lease",),
-                    f"must be longer than {{0}} ({self.timeout:g} s), so no pod takes over "
-                    "from a holder still waiting for the identity provider",
-                    (("timeout",),),
-                )
-            )
-        if self.grant in (Grant.TOKEN_EXCHANGE, Grant.JWT_BEARER):
-            need("service_account_token_file", f"when {{0}}={self.grant}", grant)
-        auth = self.effective_client_auth
-        if auth in (ClientAuth.CLIENT_SECRET_BASIC, ClientAuth.CLIENT_SECRET_POST):
-            need("client_secret_file", f"for client authentication {auth}")
-        if auth is ClientAuth.PRIVATE_KEY_JWT:
-            need("private_key_file", "for client authentication private_key_jwt")
-        if auth is ClientAuth.SERVICE_ACCOUNT:
-            need("service_account_token_file", "for client authentication service_account")
-        if auth is not ClientAuth.NONE or self.grant is Grant.CLIENT_CREDENTIALS:
-            need("client_id", f"for grant {self.grant} with client authentication {auth}")
-        if self.report_url is not None:
-            need("report_token_file", "when {0} is set", ("report_url",))
-        if self.backoff_max < self.backoff_initial:
-            problems.append(
-                Problem(
-                    ("backoff_max",),
-                    f"must be at least {{0}} ({self.backoff_initial})",
-                    (("backoff_initial",),),
-                )
-            )
+        problems = combination_problems(self)
         if problems:
             raise Problems(problems)
         # Named tokens are checked only once the default is right: they inherit from it,
