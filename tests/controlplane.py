@@ -30,7 +30,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from tests.support import free_port, http_ok, stop_process, wait_until
+from tests.support import free_port, http_ok, start_process, stop_process, wait_until
 from tests.support.certs import issue, pem_cert, pem_key
 
 # free_port, http_ok, stop_process and wait_until live in tests.support; they stay
@@ -300,15 +300,7 @@ class ControlPlane:
         self.kubeconfig.chmod(0o600)
 
     def _spawn(self, name: str, argv: Sequence[str]) -> subprocess.Popen[Any]:
-        log = (self.workdir / f"{name}.log").open("wb")
-        proc = subprocess.Popen(
-            argv,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        log.close()
+        proc = start_process(argv, self.workdir / f"{name}.log")
         self._procs.append(proc)
         return proc
 

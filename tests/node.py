@@ -54,7 +54,7 @@ from tests.nodeconfig import (
     SERVICE_CIDR,
     cni_conflist,
 )
-from tests.support import free_port, http_ok, stop_process, wait_until
+from tests.support import free_port, http_ok, start_process, stop_process, wait_until
 
 __all__ = [
     "BRIDGE",
@@ -518,16 +518,7 @@ class Node:
         self, name: str, argv: Sequence[str], *, env: dict[str, str] | None = None
     ) -> subprocess.Popen[Any]:
         self._argv[name] = list(argv)
-        log = (LOG_DIR / f"{name}.log").open("ab")
-        proc = subprocess.Popen(
-            argv,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-            env=env,
-        )
-        log.close()
+        proc = start_process(argv, LOG_DIR / f"{name}.log", env=env, append=True)
         self._procs[name] = proc
         return proc
 

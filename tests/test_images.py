@@ -22,7 +22,7 @@ import pytest
 
 from tests.controlplane import ControlPlane
 from tests.images import Image, images
-from tests.support import WaitTimeout, free_port, http_ok, wait_until
+from tests.support import WaitTimeout, free_port, http_ok, start_process, wait_until
 
 USER = "65532:65532"
 
@@ -191,7 +191,7 @@ def test_operator_image_starts_as_65532(
     entrypoint = image_config(built["operator"])["Entrypoint"]
     assert isinstance(entrypoint, list)
     log_file = tmp_path / "operator.log"
-    with container(built["operator"]) as c, log_file.open("wb") as log:
+    with container(built["operator"]) as c:
         argv = [
             "buildah",
             "run",
@@ -204,13 +204,7 @@ def test_operator_image_starts_as_65532(
             "--",
             *entrypoint,
         ]
-        proc = subprocess.Popen(
-            argv,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
+        proc = start_process(argv, log_file)
         try:
 
             def healthy() -> bool:

@@ -38,7 +38,7 @@ import httpx2
 
 from tests import support
 from tests.idp import OidcProvider
-from tests.support import free_port, stop_process
+from tests.support import free_port, start_process, stop_process
 from tests.support.faultproxy import FaultProxy, LoopThread, serve_https
 from token_refresher_operator.devcert import write_self_signed
 from token_refresher_operator.report import parse_report
@@ -183,15 +183,7 @@ class Sidecar:
     def start(self, *, wait: bool = True) -> Sidecar:
         assert self.proc is None or self.proc.poll() is not None, "already running"
         self.runs += 1
-        with self.log_file.open("wb") as log:
-            self.proc = subprocess.Popen(
-                [*self.preexec, str(SCRIPT)],
-                env=self.env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )
+        self.proc = start_process([*self.preexec, str(SCRIPT)], self.log_file, env=self.env)
         if wait:
             wait_until(f"the sidecar's /healthz on {self.base}", self._healthy, timeout=15)
         return self

@@ -1,5 +1,7 @@
-"""What the tests, the demo and the benchmarks share: bounded waits, free ports, process
-stops, test certificates, the operator launched in DEV mode, and the sidecar's fakes.
+"""What the tests, the demo and the benchmarks share: bounded waits, free ports, child
+processes, test certificates (certs), the operator launched in DEV mode (operator),
+Kubernetes manifests (kube), the leak check's patterns (secrets) and the fakes (fakes,
+faultproxy).
 
 One importable place, so no helper is copied and nothing reaches it through `sys.path`
 (`hack/` imports it as `tests.support`). The harness modules (tests/controlplane.py,
@@ -7,7 +9,7 @@ tests/node.py, tests/idp.py) build on it and re-export what their users import f
 """
 
 from tests.support.net import free_port, http_ok, listening
-from tests.support.processes import stop_process
+from tests.support.processes import start_process, stop_process
 from tests.support.wait import WaitTimeout, wait_until, wait_until_async
 
 __all__ = [
@@ -15,6 +17,7 @@ __all__ = [
     "free_port",
     "http_ok",
     "listening",
+    "start_process",
     "stop_process",
     "wait_until",
     "wait_until_async",

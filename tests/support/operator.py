@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tests.support.net import free_port, listening
-from tests.support.processes import stop_process
+from tests.support.processes import start_process, stop_process
 from tests.support.wait import WaitTimeout, wait_until
 
 if TYPE_CHECKING:
@@ -183,15 +183,7 @@ def start_operator(
     script = Path(sys.executable).with_name("token-refresher-operator")
     mode = "DEV" if tls is None else f"serving {tls[0]}"
     _say(f"starting {script.name} ({mode}, webhook port {webhook_port}); log: {log_file}")
-    with log_file.open("wb") as log:
-        proc = subprocess.Popen(
-            [str(script)],
-            env=environ,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
+    proc = start_process([str(script)], log_file, env=environ)
     op = OperatorProcess(
         proc=proc,
         cluster=cluster,
