@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 from typing import Any
 
 from tests.controlplane import ControlPlane
 
-from .cluster import PodCreator, Pods
-from .common import percentile
+from .cluster import Cluster, Creation, PodCreator, Pods, interleaved
+from .common import Plan, percentile
 
 METRIC = "apiserver_admission_webhook_admission_duration_seconds"
 WEBHOOK = "inject.token-refresher.io"
@@ -109,3 +110,26 @@ def one_at_a_time(cp: ControlPlane, creator: PodCreator, pods: Pods, count: int)
         "create_p50_ms": round(percentile(latencies, 50) * 1000, 2),
         "create_p99_ms": round(percentile(latencies, 99) * 1000, 2),
     }
+
+
+def interleaved_admission(
+    plan: Plan,
+    cluster: Cluster,
+    creator: PodCreator,
+    pods: Pods,
+    webhook: tuple[str, int],
+    note: Callable[[str], None] | None = None,
+) -> tuple[Creation, dict[str, Any]]:
+    """The plan's pods of both kinds created interleaved, watching the CPU of `webhook`
+    (its name and pid) and the control plane, with the apiserver's histogram of the
+    webhook read around them: the creation and the histogram's latencies."""
+    with AdmissionLatency(cluster.start()) as latency:
+        created = interleaved(
+            creator,
+            pods,
+            rounds=plan.pod_rounds,
+            per_round=max(1, plan.pods // plan.pod_rounds),
+            processes={webhook[0]: webhook[1], **cluster.control_plane_pids()},
+            note=note,
+        )
+    return created, latency.result

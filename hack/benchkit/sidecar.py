@@ -103,31 +103,24 @@ def _steady_and_idle(
     (1-hour tokens) side by side: each is measured on its own process only."""
     section = "sidecar"
     busy_port, idle_port = free_port(), free_port()
-    (work / "busy").mkdir()
-    (work / "idle").mkdir()
-    busy = procs.start(
-        [str(BIN / "token-refresher")],
-        env=sidecar_env(
-            issuer=short.issuer,
-            output=str(work / "busy" / "token"),
-            listen=f"127.0.0.1:{busy_port}",
-            **PACE,
-            **common,
-        ),
-        stdout=subprocess.DEVNULL,
-        stderr=(work / "busy.log").open("wb"),
-    )
-    idle = procs.start(
-        [str(BIN / "token-refresher")],
-        env=sidecar_env(
-            issuer=long.issuer,
-            output=str(work / "idle" / "token"),
-            listen=f"127.0.0.1:{idle_port}",
-            **common,
-        ),
-        stdout=subprocess.DEVNULL,
-        stderr=(work / "idle.log").open("wb"),
-    )
+
+    def start(name: str, issuer: str, port: int, **pace: str) -> subprocess.Popen[Any]:
+        (work / name).mkdir()
+        return procs.start(
+            [str(BIN / "token-refresher")],
+            env=sidecar_env(
+                issuer=issuer,
+                output=str(work / name / "token"),
+                listen=f"127.0.0.1:{port}",
+                **pace,
+                **common,
+            ),
+            stdout=subprocess.DEVNULL,
+            stderr=(work / f"{name}.log").open("wb"),
+        )
+
+    busy = start("busy", short.issuer, busy_port, **PACE)
+    idle = start("idle", long.issuer, idle_port)
     status_url = f"http://127.0.0.1:{busy_port}/status"
     metrics_url = f"http://127.0.0.1:{busy_port}/metrics"
     expected = plan.refreshes * 0.5 + 5

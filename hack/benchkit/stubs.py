@@ -13,8 +13,8 @@ from typing import Any
 
 from tests.support import free_port, listening
 
-from .apimetrics import AdmissionLatency, one_at_a_time
-from .cluster import Cluster, PodCreator, Pods, interleaved
+from .apimetrics import interleaved_admission, one_at_a_time
+from .cluster import Cluster, PodCreator, Pods
 from .common import Plan, Progress, wait_for
 
 # The stand-in webhook (allow, label, operator-patch), run by path in a fresh interpreter;
@@ -73,14 +73,9 @@ def webhook_floor(
                     return bool(json.loads(got.stdout)["metadata"].get("labels"))
 
                 wait_for(f"the {mode} stand-in to be called", patched, timeout=30, every=0.5)
-            with AdmissionLatency(cp) as latency:
-                created = interleaved(
-                    creator,
-                    pods,
-                    rounds=plan.pod_rounds,
-                    per_round=max(1, plan.pods // plan.pod_rounds),
-                    processes={"webhook": stub.pid, **cluster.control_plane_pids()},
-                )
+            created, admission = interleaved_admission(
+                plan, cluster, creator, pods, ("webhook", stub.pid)
+            )
             alone = one_at_a_time(cp, creator, pods, max(5, plan.mutate_calls // 4))
         finally:
             cluster.procs.stop(stub)
@@ -90,7 +85,7 @@ def webhook_floor(
             "ratio": round(created.ratio, 3),
             "annotated_latency_p50_ms": round(created.latency_ms("injected", 50), 1),
             "cpu_ms_per_pod": created.cpu_ms_per_pod(),
-            "apiserver_admission": latency.result,
+            "apiserver_admission": admission,
             "apiserver_admission_one_at_a_time": alone,
         }
     cp.kubectl("delete", "mutatingwebhookconfiguration", "token-refresher-bench-stub")

@@ -14,8 +14,8 @@ from typing import Any
 import httpx2
 from tests.controlplane import ControlPlane
 
-from .apimetrics import AdmissionLatency, one_at_a_time
-from .cluster import Cluster, PodCreator, Pods, interleaved, make_namespace, pod_manifest
+from .apimetrics import interleaved_admission, one_at_a_time
+from .cluster import Cluster, PodCreator, Pods, make_namespace, pod_manifest
 from .common import Plan, Progress, percentile
 from .stubs import webhook_floor
 
@@ -38,15 +38,14 @@ def bench_webhook(plan: Plan, cluster: Cluster, work: Path, say: Progress) -> di
             f"{plan.pods} pods with injection and {plan.pods} without, interleaved in "
             f"{plan.pod_rounds} rounds, {plan.pod_threads} client threads",
         )
-        with AdmissionLatency(cp) as latency:
-            created = interleaved(
-                creator,
-                pods,
-                rounds=plan.pod_rounds,
-                per_round=max(1, plan.pods // plan.pod_rounds),
-                processes={"operator": cluster.operator.proc.pid, **cluster.control_plane_pids()},
-                note=lambda text: say.say(section, text),
-            )
+        created, admission = interleaved_admission(
+            plan,
+            cluster,
+            creator,
+            pods,
+            ("operator", cluster.operator.proc.pid),
+            note=lambda text: say.say(section, text),
+        )
         count = max(5, plan.mutate_calls // 2)
         say.say(section, f"{count} annotated pods one at a time (the apiserver's histogram)")
         alone = one_at_a_time(cp, creator, pods, count)
@@ -76,7 +75,7 @@ def bench_webhook(plan: Plan, cluster: Cluster, work: Path, say: Progress) -> di
         "injected": created.injected,
         "cpu_ms_per_pod": created.cpu_ms_per_pod(),
         # What the apiserver measured for each call to our webhook (interleaved batches).
-        "apiserver_admission": latency.result,
+        "apiserver_admission": admission,
         # The same, for annotated pods created one at a time: the path, without the queues
         # of a saturated apiserver on two shared CPUs.
         "apiserver_admission_one_at_a_time": alone,
