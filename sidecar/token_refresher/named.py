@@ -180,13 +180,14 @@ def _about_token(problem: Problem, token: str, not_inherited: set[str]) -> Probl
     a credential it lacks was not inherited."""
 
     def scoped(path: FieldPath) -> FieldPath:
-        return ("tokens", token, *path) if path[0] in TOKEN_FIELDS else path
+        return ("tokens", token, *path) if path and path[0] in TOKEN_FIELDS else path
 
     message = problem.message
-    if not problem.alternatives and problem.field[0] in not_inherited and "required" in message:
+    field = problem.field[0] if problem.field else ""
+    if not problem.alternatives and field in not_inherited and "required" in message:
         why = (
             "a refresh token is never shared between tokens"
-            if problem.field[0] in _OWN_FIELDS
+            if field in _OWN_FIELDS
             else "it names another IdP than the default token, so it does not inherit "
             "the default's credentials"
         )

@@ -45,23 +45,25 @@ class Problem(NamedTuple):
     are the settings the message mentions as `{0}`, `{1}`...
     """
 
-    field: FieldPath
+    field: FieldPath  # () only for a problem of the whole model
     message: str
     refs: tuple[FieldPath, ...] = ()
     alternatives: tuple[FieldPath, ...] = ()
 
     def render(self, name: Callable[[FieldPath], str]) -> str:
         """The line a person reads, with every field named by `name`."""
-        head = " or ".join(name(field) for field in (self.field, *self.alternatives))
         message = self.message
         if self.refs:
             names = [name(ref) for ref in self.refs]
             message = _REF.sub(lambda m: names[int(m.group(1))], message)
+        if not self.field:  # about the whole model, which pydantic names no field of
+            return message
+        head = " or ".join(name(field) for field in (self.field, *self.alternatives))
         return f"{head}: {message}"
 
     def fields(self) -> Iterable[FieldPath]:
         """Every field the line names."""
-        return (self.field, *self.alternatives, *self.refs)
+        return tuple(f for f in (self.field, *self.alternatives, *self.refs) if f)
 
 
 class Problems(ValueError):
@@ -109,7 +111,7 @@ def config_problems(exc: ValidationError) -> list[Problem]:
             msg = msg[len("Value error, ") :]
         if err.get("type") in ("enum", "literal_error") and "expected" in ctx:
             msg = f"must be one of {ctx['expected']}"
-        problems.append(Problem((str(loc[0]),) if loc else ("tokens",), msg))
+        problems.append(Problem((str(loc[0]),) if loc else (), msg))
     return problems
 
 
