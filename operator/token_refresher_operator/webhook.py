@@ -25,7 +25,6 @@ author's mistake, not the operator's: one warning naming the pod and the annotat
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import logging
 import time
@@ -36,9 +35,10 @@ from typing import Any, cast
 
 from aiohttp import web
 
+from token_refresher_operator.admissionreview import answer, malformed_review, patch_answer
 from token_refresher_operator.config import ClusterConfig, OperatorSettings
 from token_refresher_operator.errors import AnnotationError
-from token_refresher_operator.manifests import JsonPatchOp, Pod
+from token_refresher_operator.manifests import Pod
 from token_refresher_operator.metrics import AdmissionResult, OperatorMetrics
 from token_refresher_operator.patch import SIDECAR_NAME as SIDECAR
 from token_refresher_operator.patch import admit, has_sidecar
@@ -92,54 +92,6 @@ _FIELD: dict[AdmissionResult, str] = {
     "error": "errors",
 }
 
-_REVIEW_VERSIONS = ("admission.k8s.io/v1", "admission.k8s.io/v1beta1")
-
-
-def malformed_review(review: object) -> str | None:
-    """Why `review` is not an AdmissionReview request the apiserver could send, or None.
-
-    Only the envelope is checked: the pod inside comes from the apiserver, which has
-    already decoded it into a typed object.
-    """
-    if not isinstance(review, dict):
-        return f"the body is a JSON {type(review).__name__}, not an object"
-    kind, version = review.get("kind"), review.get("apiVersion")
-    if kind != "AdmissionReview":
-        return f"kind must be AdmissionReview (got {str(kind)[:64]!r})"
-    if version not in _REVIEW_VERSIONS:
-        allowed = " or ".join(_REVIEW_VERSIONS)
-        return f"apiVersion must be {allowed} (got {str(version)[:64]!r})"
-    request = review.get("request")
-    if not isinstance(request, dict):
-        return "request is missing or not an object"
-    if not isinstance(request.get("uid"), str) or not request["uid"]:
-        return "request.uid is missing"
-    for key in ("resource", "object", "oldObject"):
-        if request.get(key) is not None and not isinstance(request[key], dict):
-            return f"request.{key} must be an object"
-    if request.get("object") is None:
-        return "request.object is missing: the pod to admit"
-    for key in ("object", "oldObject"):
-        body = request.get(key)
-        if body is not None and not isinstance(body.get("metadata", {}), dict):
-            return f"request.{key}.metadata must be an object"
-    return None
-
-
-def _response(review: dict[str, Any], answer: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "apiVersion": review.get("apiVersion", "admission.k8s.io/v1"),
-        "kind": "AdmissionReview",
-        "response": {"uid": review["request"]["uid"], **answer},
-    }
-
-
-def _patch(ops: list[JsonPatchOp]) -> dict[str, Any]:
-    # Compact: the apiserver decodes it once per pod; spaces would only cost bytes.
-    text = json.dumps(ops, separators=(",", ":"))
-    patch = base64.b64encode(text.encode()).decode("ascii")
-    return {"allowed": True, "patchType": "JSONPatch", "patch": patch}
-
 
 @dataclass
 class Injector:
@@ -178,7 +130,7 @@ class Injector:
         if has_sidecar(pod):
             stats.count("skipped")
             logger.info("pod %s/%s: already has the %s sidecar%s", namespace, name, SIDECAR, dry)
-            return _response(review, {"allowed": True})
+            return answer(review, {"allowed": True})
         try:
             # Once per admission: the reasons to leave the pod alone, then the patch.
             verdict = admit(
@@ -195,23 +147,23 @@ class Injector:
             level = logging.ERROR if exc.operator_fault else logging.WARNING
             logger.log(level, "pod %s/%s denied%s: %s", namespace, name, dry, exc.message)
             status = {"code": 400, "message": exc.message}
-            return _response(review, {"allowed": False, "status": status})
+            return answer(review, {"allowed": False, "status": status})
         except Exception as exc:
             stats.count("error")
             logger.exception("pod %s/%s: building the patch failed%s", namespace, name, dry)
             message = f"token-refresher could not build the patch: {type(exc).__name__}: {exc}"
             status = {"code": 500, "message": message}
-            return _response(review, {"allowed": False, "status": status})
+            return answer(review, {"allowed": False, "status": status})
         if isinstance(verdict, str):
             stats.count("skipped")
             logger.info("pod %s/%s: no injection: %s%s", namespace, name, verdict, dry)
-            return _response(review, {"allowed": True})
+            return answer(review, {"allowed": True})
         ops = verdict
         stats.count("injected")
         logger.info(
             "pod %s/%s: injecting the sidecar (%d operations)%s", namespace, name, len(ops), dry
         )
-        return _response(review, _patch(ops))
+        return answer(review, patch_answer(ops))
 
     def _config(self) -> ClusterConfig:
         if self.report_ca is None or self.config.report is None:
@@ -223,9 +175,9 @@ class Injector:
         return self.config.model_copy(update={"report": report})
 
 
-def _json(answer: dict[str, Any]) -> web.Response:
+def _json(document: dict[str, Any]) -> web.Response:
     return web.Response(
-        body=json.dumps(answer, separators=(",", ":")).encode(),
+        body=json.dumps(document, separators=(",", ":")).encode(),
         content_type="application/json",
     )
 
@@ -267,7 +219,7 @@ def make_webhook_app(*, injector: Injector) -> web.Application:
             raise web.HTTPNotFound(text=f"token-refresher serves {URL_PATH}")
         message = f"token-refresher serves {URL_PATH}, not {request.path}"
         return _json(
-            _response(review, {"allowed": False, "status": {"code": 404, "message": message}})
+            answer(review, {"allowed": False, "status": {"code": 404, "message": message}})
         )
 
     app = web.Application()
