@@ -223,7 +223,7 @@ def _name_problems(name: str, overrides: Any) -> list[Problem]:
         if field in seen:
             problems.append(Problem(path, "set twice"))
         seen.add(field)
-        if field in PROCESS_FIELDS or field == "tokens":
+        if field in PROCESS_FIELDS or field in ("tokens", "tokens_file"):
             problems.append(
                 Problem(
                     path,

@@ -266,6 +266,13 @@ class Settings(BaseSettings):
         "<name>, STATE_FILE to <STATE_FILE>.<name>.",
     )
 
+    tokens_file: Path | None = Field(
+        None,
+        description="A JSON file holding what TOKENS holds (for a sidecar run by itself: "
+        "a ConfigMap mounted as a file keeps a long list readable); read once at start, "
+        "not together with TOKENS.",
+    )
+
     # Each named token's effective settings, in the order written (`named.named_tokens`).
     _named: dict[str, Settings] = PrivateAttr(default_factory=dict)
 
@@ -337,6 +344,29 @@ class Settings(BaseSettings):
         if not isinstance(value, dict):
             raise ValueError("must be a JSON object {name: {setting: value}}")
         return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _tokens_from_file(cls, data: Any) -> Any:
+        # Before field validation: what the file holds then goes through the checks of
+        # TOKENS (`_tokens_json`, `named_tokens`) as if it had been TOKENS itself.
+        if not isinstance(data, dict) or data.get("tokens_file") in (None, ""):
+            return data
+        if data.get("tokens") not in (None, "", {}):
+            raise Problems([Problem(("tokens_file",), "set this or {0}, not both", (("tokens",),))])
+        path = Path(data["tokens_file"])
+        try:
+            text = path.read_text()
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = getattr(exc, "strerror", None) or str(exc)
+            raise Problems([Problem(("tokens_file",), f"cannot read {path}: {reason}")]) from None
+        try:
+            tokens = json.loads(text)
+        except ValueError as exc:
+            raise Problems(
+                [Problem(("tokens_file",), f"{path} must hold a JSON object: {exc}")]
+            ) from None
+        return {**data, "tokens": tokens}
 
     @field_validator("listen")
     @classmethod

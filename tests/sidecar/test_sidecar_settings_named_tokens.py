@@ -331,3 +331,44 @@ def test_error_names_follow_the_contract() -> None:
 def test_per_token_fields_are_settings_fields() -> None:
     assert set(Settings.model_fields) >= TOKEN_FIELDS
     assert CREDENTIAL_FIELDS <= TOKEN_FIELDS
+
+
+def _from_file(path: Path, **env: str) -> Settings:
+    return Settings.from_env({**BASE, **env, "TOKEN_REFRESHER_TOKENS_FILE": str(path)})
+
+
+def test_named_tokens_may_come_from_a_json_file(tmp_path: Path) -> None:
+    path = tmp_path / "tokens.json"
+    path.write_text(json.dumps({"payments": {"audience": "payments-api"}}))
+    tokens = _from_file(path).all_tokens()
+    assert list(tokens) == ["default", "payments"]
+    assert tokens["payments"].audience == "payments-api"
+    assert tokens["payments"].client_id == "billing"  # the same checks as TOKENS
+    path.write_text(json.dumps({"payments": {"listen": "0.0.0.0:1"}}))
+    with pytest.raises(ValidationError) as caught:
+        _from_file(path)
+    [line] = config_errors(caught.value)
+    assert line.startswith("TOKEN_REFRESHER_TOKENS__PAYMENTS__LISTEN: not a per-token setting")
+
+
+def test_a_tokens_file_that_cannot_be_read_or_comes_with_tokens_is_one_clear_line(
+    tmp_path: Path,
+) -> None:
+    with pytest.raises(ValidationError) as caught:
+        _from_file(tmp_path / "missing.json")
+    assert config_errors(caught.value) == [
+        f"TOKEN_REFRESHER_TOKENS_FILE: cannot read {tmp_path / 'missing.json'}: "
+        "No such file or directory"
+    ]
+    path = tmp_path / "tokens.json"
+    path.write_text("{not json")
+    with pytest.raises(ValidationError) as caught:
+        _from_file(path)
+    [line] = config_errors(caught.value)
+    assert line.startswith(f"TOKEN_REFRESHER_TOKENS_FILE: {path} must hold a JSON object")
+    path.write_text("{}")
+    with pytest.raises(ValidationError) as caught:
+        _from_file(path, TOKEN_REFRESHER_TOKENS='{"a": {}}')
+    assert config_errors(caught.value) == [
+        "TOKEN_REFRESHER_TOKENS_FILE: set this or TOKEN_REFRESHER_TOKENS, not both"
+    ]
