@@ -241,7 +241,9 @@ def parse(
             if wanted not in known:
                 problems.append(
                     f"{annotation('containers')}: no container named {wanted!r} in the pod "
-                    f"(it has: {', '.join(known)})"
+                    # Escaped: before the apiserver validates the pod, a name can hold
+                    # anything, and a denial stays one line.
+                    f"(it has: {', '.join(repr(name)[1:-1] for name in known)})"
                 )
     if problems:
         raise AnnotationError(problems)
