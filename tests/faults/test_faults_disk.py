@@ -215,7 +215,7 @@ def test_a_failing_volume_keeps_the_last_token_reports_and_recovers(
         assert fault.says in failing["description"]
 
         fault.fixes(volume, out, undo)
-        sidecar.wait_status("recovery", lambda s: s["state"] == "ready", timeout=3)
+        sidecar.wait_status("recovery", lambda s: s["state"] == "ready", timeout=20)
         assert sidecar.output.read_bytes() != good
         assert sidecar.readyz() == 200
         reports.wait_for("recovered")
@@ -293,7 +293,7 @@ def test_a_missing_volume_is_an_error_that_is_reported_until_it_is_back(
     assert not out.exists(), "the sidecar must not invent a tree where a volume belongs"
     time.sleep(0.5)
     mount.mkdir()
-    sidecar.wait_status("recovery", lambda s: s["state"] == "ready", timeout=3)
+    sidecar.wait_status("recovery", lambda s: s["state"] == "ready", timeout=20)
     assert sidecar.readyz() == 200
     assert sidecar.output.exists()
     reports.wait_for("recovered")
