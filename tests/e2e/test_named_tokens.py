@@ -24,6 +24,7 @@ from tests.e2e.workloads import (
     annotations,
     app_calls,
     bad_calls,
+    events_of,
     installed,
     oauth_secret,
     pod_spec,
@@ -153,16 +154,9 @@ def _sidecar(pod: dict[str, Any], path: str) -> tuple[int, dict[str, Any] | str]
 
 
 def _events(node: Node, namespace: str, pod: str) -> list[dict[str, Any]]:
-    out = node.kubectl(
-        "-n",
-        namespace,
-        "get",
-        "events",
-        "-o",
-        "json",
-        f"--field-selector=involvedObject.name={pod}",
-    ).stdout
-    return [e for e in json.loads(out)["items"] if e.get("reportingComponent") == "token-refresher"]
+    """The pod's Events from token-refresher (not the kubelet's)."""
+    events = events_of(node, namespace, pod)
+    return [e for e in events if e.get("reportingComponent") == "token-refresher"]
 
 
 def _epoch(rfc3339: str) -> float:

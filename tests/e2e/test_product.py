@@ -20,6 +20,7 @@ from tests.e2e.workloads import (
     app_calls,
     bad_calls,
     deployment,
+    events_of,
     installed,
     job,
     oauth_secret,
@@ -137,19 +138,6 @@ def test_an_injected_job_completes_and_its_sidecar_does_not_hold_it(
     assert pod["status"]["phase"] == "Succeeded"
 
 
-def _events(node: Node, namespace: str, pod: str, reason: str) -> list[dict[str, Any]]:
-    out = node.kubectl(
-        "-n",
-        namespace,
-        "get",
-        "events",
-        "-o",
-        "json",
-        f"--field-selector=involvedObject.name={pod},reason={reason}",
-    ).stdout
-    return list(json.loads(out)["items"])
-
-
 def _token_in(node: Node, namespace: str, pod: str) -> str:
     out = node.kubectl(
         "-n", namespace, "exec", pod, "-c", "app", "--", "sh", "-c", 'cat "$TOKEN_FILE"'
@@ -175,19 +163,19 @@ def test_an_idp_outage_reaches_kubectl_describe_through_the_report_service(
     own_idp.stop()
     [failed] = wait_until(
         f"a TokenRefreshFailed Event on {pod}",
-        lambda: _events(node, node_namespace, pod, "TokenRefreshFailed"),
+        lambda: events_of(node, node_namespace, pod, "TokenRefreshFailed"),
         TTL * 10,
     )
     [expired] = wait_until(
         f"a TokenExpired Event on {pod} (the file is removed)",
-        lambda: _events(node, node_namespace, pod, "TokenExpired"),
+        lambda: events_of(node, node_namespace, pod, "TokenExpired"),
         TTL * 10,
     )
     own_idp.start()
     # The sidecar's backoff is capped at 60 s (full jitter): its next try is within that.
     [recovered] = wait_until(
         f"a TokenRefreshRecovered Event on {pod}",
-        lambda: _events(node, node_namespace, pod, "TokenRefreshRecovered"),
+        lambda: events_of(node, node_namespace, pod, "TokenRefreshRecovered"),
         150,
     )
 
@@ -225,7 +213,7 @@ def test_a_revoked_client_reaches_the_pod_with_the_idps_error(
         f"a TokenRefreshFailed Event on {pod} with the IdP's error",
         lambda: [
             e
-            for e in _events(node, node_namespace, pod, "TokenRefreshFailed")
+            for e in events_of(node, node_namespace, pod, "TokenRefreshFailed")
             if "invalid_client" in e["message"]
         ],
         TTL * 20,

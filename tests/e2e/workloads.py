@@ -36,6 +36,7 @@ __all__ = [
     "app_calls",
     "bad_calls",
     "deployment",
+    "events_of",
     "injected_by_dry_run",
     "installed",
     "oauth_secret",
@@ -241,6 +242,17 @@ def job(node: Node, namespace: str, idp: OidcProvider, client: OAuthClient) -> d
             },
         },
     }
+
+
+def events_of(
+    node: Node, namespace: str, pod: str, reason: str | None = None
+) -> list[dict[str, Any]]:
+    """The pod's Events (of one reason, when given), as `kubectl get events` lists them."""
+    selector = f"involvedObject.name={pod}" + (f",reason={reason}" if reason else "")
+    out = node.kubectl(
+        "-n", namespace, "get", "events", "-o", "json", f"--field-selector={selector}"
+    ).stdout
+    return list(json.loads(out)["items"])
 
 
 def pods_of(node: Node, namespace: str, selector: str) -> list[dict[str, Any]]:
