@@ -7,7 +7,7 @@ import random
 import statistics
 from typing import Any
 
-from token_refresher.schedule import first_refresh, next_refresh
+from token_refresher.schedule import Pace
 
 from .common import Plan, Progress
 
@@ -27,20 +27,20 @@ def simulate_fleet(
 
     Each sidecar fetches a token when it starts (counted apart: a pod needs its token at
     start, whatever the schedule) and then refreshes as `Refresher._succeeded` plans it:
-    `first_refresh` for the first token of the process, `next_refresh` for every later
+    `Pace.first_refresh` for the first token of the process, `Pace.next_refresh` for every later
     one, with the sidecar's own functions. Responses are instant on this clock.
     """
     rnd = random.Random(seed)  # noqa: S311 - a simulation, reproducible by seed
     horizon = minutes * 60
     buckets = [0] * horizon
-    kwargs = {"ratio": ratio, "jitter": jitter, "min_interval": min_interval}
+    pace = Pace(ratio, jitter, min_interval)
     for _ in range(pods):
         at = rnd.random()  # the start: all within one second
-        plan = first_refresh if start_up_window else next_refresh
-        at = plan(at, lifetime, random=rnd.random, **kwargs)
+        plan = pace.first_refresh if start_up_window else pace.next_refresh
+        at = plan(at, lifetime, rnd.random)
         while at < horizon:
             buckets[int(at)] += 1
-            at = next_refresh(at, lifetime, random=rnd.random, **kwargs)
+            at = pace.next_refresh(at, lifetime, rnd.random)
     total = sum(buckets)
     mean = total / horizon
     peak = max(buckets)

@@ -7,6 +7,12 @@ lose to another pod's write; losing only means reading again. A rotated refresh 
 is written to the Secret before the fetch returns; if the apiserver is away at that
 moment, the write is retried for as long as our claim lasts (`lease`), and held in
 memory for the next fetch after that.
+
+It runs past 300 lines because it is one protocol: the fetch loop and each of its steps
+(read, wait, claim, present, store, release) read and write the same three fields, the
+last observation of the Secret, the rotation not yet stored, and the expiry of what this
+pod holds; split, each part would reach into the other's. The decisions themselves are
+pure and live apart (`family.plan`), as the Kubernetes calls do (`kube`).
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ one alert rule covers each token of a pod.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal, TypeVar
 
 from prometheus_client import (
     CollectorRegistry,
@@ -30,11 +30,38 @@ __all__ = ["CONTENT_TYPE", "Metrics", "Outcome", "TokenMetrics"]
 CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
 
 Outcome = Literal["success", "transient_error", "permanent_error"]
+_M = TypeVar("_M", Counter, Gauge, Histogram)
 
 
 # The `*_created` series only say when the process started counting, which the
 # kubelet's container metrics already tell; they would double the series per pod.
 disable_created_metrics()  # type: ignore[no-untyped-call]
+
+# The help text of each family, by its name after `token_refresher_` (the contract's
+# names; docs/CONTRACTS.md and the README list them).
+_HELP = {
+    "refresh": "Token refresh attempts by outcome.",
+    "refresh_duration_seconds": "Duration of one token request, including discovery.",
+    "token_expiry_timestamp_seconds": (
+        "Expiry (Unix time) of the token on disk; 0 when there is none."
+    ),
+    "last_success_timestamp_seconds": (
+        "Time (Unix) of the last successful refresh; 0 before the first."
+    ),
+    "consecutive_failures": "Failed refresh attempts since the last success.",
+    "next_refresh_timestamp_seconds": "Time (Unix) of the next planned refresh attempt.",
+    "family_holder": (
+        "1 for the pod (label holder) that holds the shared refresh-token family, as this "
+        "pod last read it; holds is 1 when that is this pod."
+    ),
+    "family_last_rotation_timestamp_seconds": (
+        "Time (Unix) the family's refresh token was last rotated, by any pod."
+    ),
+    "apiserver_requests": (
+        "Requests to the kube-apiserver for the family Secret, by verb and HTTP status "
+        "(0: no answer)."
+    ),
+}
 
 
 class Metrics:
@@ -46,47 +73,28 @@ class Metrics:
 
     def __init__(self, *, family: bool = False) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
-        self.refresh_total = Counter(
-            "token_refresher_refresh",
-            "Token refresh attempts by outcome.",
-            ["token", "outcome"],
-            registry=self.registry,
+        self.refresh_total = self._series(Counter, "refresh", "outcome")
+        self.refresh_duration = self._series(
+            Histogram, "refresh_duration_seconds", buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
         )
-        self.refresh_duration = Histogram(
-            "token_refresher_refresh_duration_seconds",
-            "Duration of one token request, including discovery.",
-            ["token"],
-            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
-            registry=self.registry,
-        )
-        self.token_expiry = Gauge(
-            "token_refresher_token_expiry_timestamp_seconds",
-            "Expiry (Unix time) of the token on disk; 0 when there is none.",
-            ["token"],
-            registry=self.registry,
-        )
-        self.last_success = Gauge(
-            "token_refresher_last_success_timestamp_seconds",
-            "Time (Unix) of the last successful refresh; 0 before the first.",
-            ["token"],
-            registry=self.registry,
-        )
-        self.consecutive_failures = Gauge(
-            "token_refresher_consecutive_failures",
-            "Failed refresh attempts since the last success.",
-            ["token"],
-            registry=self.registry,
-        )
-        self.next_refresh = Gauge(
-            "token_refresher_next_refresh_timestamp_seconds",
-            "Time (Unix) of the next planned refresh attempt.",
-            ["token"],
-            registry=self.registry,
-        )
+        self.token_expiry = self._series(Gauge, "token_expiry_timestamp_seconds")
+        self.last_success = self._series(Gauge, "last_success_timestamp_seconds")
+        self.consecutive_failures = self._series(Gauge, "consecutive_failures")
+        self.next_refresh = self._series(Gauge, "next_refresh_timestamp_seconds")
         self._tokens: dict[str, TokenMetrics] = {}
         self._family = False
         if family:
             self._family_metrics()
+
+    def _series(self, kind: type[_M], name: str, *labels: str, **options: Any) -> _M:
+        # Every family is labelled by token first; its help text is _HELP's.
+        return kind(
+            f"token_refresher_{name}",
+            _HELP[name],
+            ["token", *labels],
+            registry=self.registry,
+            **options,
+        )
 
     def token(self, name: str = DEFAULT_TOKEN) -> TokenMetrics:
         """The series of one token (created with zeros on first use)."""
@@ -101,26 +109,9 @@ class Metrics:
         self._family = True
         # Only with FAMILY_SECRET, a refresh token shared by replicas (holder.py): a
         # single pod's /metrics stays as it was.
-        self.family_holder = Gauge(
-            "token_refresher_family_holder",
-            "1 for the pod (label holder) that holds the shared refresh-token family, as "
-            "this pod last read it; holds is 1 when that is this pod.",
-            ["token", "holder", "holds"],
-            registry=self.registry,
-        )
-        self.family_last_rotation = Gauge(
-            "token_refresher_family_last_rotation_timestamp_seconds",
-            "Time (Unix) the family's refresh token was last rotated, by any pod.",
-            ["token"],
-            registry=self.registry,
-        )
-        self.apiserver_requests = Counter(
-            "token_refresher_apiserver_requests",
-            "Requests to the kube-apiserver for the family Secret, by verb and HTTP status "
-            "(0: no answer).",
-            ["token", "verb", "code"],
-            registry=self.registry,
-        )
+        self.family_holder = self._series(Gauge, "family_holder", "holder", "holds")
+        self.family_last_rotation = self._series(Gauge, "family_last_rotation_timestamp_seconds")
+        self.apiserver_requests = self._series(Counter, "apiserver_requests", "verb", "code")
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

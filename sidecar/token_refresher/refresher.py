@@ -35,7 +35,7 @@ from .idp import IdP
 from .logs import current_token, get_logger
 from .metrics import Metrics, Outcome
 from .redact import redactor
-from .schedule import Random, first_refresh, next_refresh, permanent_delay, retry_delay
+from .schedule import Pace, Random, permanent_delay, retry_delay
 from .settings import DEFAULT_TOKEN, Settings
 from .source import TokenSource
 from .tokens import Token
@@ -316,25 +316,21 @@ class Refresher:
         self._expired = False
         recovered_after = self.consecutive_failures
         # The first token of the process is refreshed from a wider window: pods started
-        # together (a rollout, a node drain) must not stay together (schedule.first_refresh).
+        # together (a rollout, a node drain) must not stay together (Pace.first_refresh).
         # With a shared family only its holder refreshes, so there is no herd to spread,
         # and the claim it gives the others assumes the usual window (family.claim_seconds).
         first = self.refresh_count == 0 and self.family is None
-        plan = first_refresh if first else next_refresh
+        pace = Pace(
+            self.settings.refresh_ratio, self.settings.jitter, self.settings.min_refresh_interval
+        )
+        plan = pace.first_refresh if first else pace.next_refresh
         self.refresh_count += 1
         self.consecutive_failures = 0
         self._permanent_failures = 0
         self._permanent_wait = False
         self._failing_since = None
         self._last_success = self.clock.time()
-        self._next_mono = plan(
-            token.received_mono,
-            token.lifetime,
-            ratio=self.settings.refresh_ratio,
-            jitter=self.settings.jitter,
-            min_interval=self.settings.min_refresh_interval,
-            random=self._random,
-        )
+        self._next_mono = plan(token.received_mono, token.lifetime, self._random)
         if self.family is not None and not self.family.holds:
             # A follower goes straight back to waiting (a watch on the family Secret) for
             # the holder's next token, so it has that token within moments of the holder.

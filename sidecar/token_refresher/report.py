@@ -116,9 +116,9 @@ class Reporter:
         self,
         settings: Settings,
         *,
-        transport: httpx2.AsyncBaseTransport | None = None,
         clock: Clock | None = None,
         random: Random | None = None,
+        transport: httpx2.AsyncBaseTransport | None = None,
     ) -> None:
         assert settings.report_url is not None  # the caller checks REPORT_URL
         assert settings.report_token_file is not None  # Settings requires it then

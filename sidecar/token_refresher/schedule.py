@@ -2,7 +2,7 @@
 
 All instants here are on the monotonic clock (see `clock`). The refresher asks two
 questions: "I just got a token that lives `lifetime` seconds — when do I refresh it?"
-(`next_refresh`; `first_refresh` for the first token of the process) and "my n-th
+(`Pace.next_refresh`; `Pace.first_refresh` for the first token of the process) and "my n-th
 attempt in a row failed — how long do I wait?" (`retry_delay`, `permanent_delay`).
 Randomness is passed in as a function returning a float in [0, 1), so tests can pin it
 and production spreads pods apart.
@@ -11,6 +11,7 @@ and production spreads pods apart.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC
 from email.utils import parsedate_to_datetime
 
@@ -19,9 +20,8 @@ __all__ = [
     "LATEST_FRACTION",
     "PERMANENT_FIRST_DELAY",
     "RETRY_AFTER_CAP",
+    "Pace",
     "Random",
-    "first_refresh",
-    "next_refresh",
     "parse_retry_after",
     "permanent_delay",
     "retry_delay",
@@ -47,58 +47,55 @@ PERMANENT_FIRST_DELAY = 5.0
 RETRY_AFTER_CAP = 3600.0
 
 
-def next_refresh(
-    received: float,
-    lifetime: float,
-    *,
-    ratio: float,
-    jitter: float,
-    min_interval: float,
-    random: Random,
-) -> float:
-    """The instant to refresh a token received at `received` that lives `lifetime` s.
+@dataclass(frozen=True)
+class Pace:
+    """Where in a token's life to refresh it: REFRESH_RATIO, JITTER, MIN_REFRESH_INTERVAL.
 
-    `received + ratio*lifetime ± jitter*lifetime` (uniform), clamped before expiry and
-    no sooner than `min_interval` after `received`. The floor wins over expiry on
-    purpose: a 1-second token refreshed every 5 s expires in between, but a token
-    endpoint handing out 1-second tokens must not turn every pod into a tight loop.
+    `next_refresh` and `first_refresh` are its two windows: every token's, and the wider
+    one for the first token of a process.
     """
-    offset = lifetime * ratio + lifetime * jitter * (2.0 * random() - 1.0)
-    return _clamped(received, offset, lifetime=lifetime, min_interval=min_interval)
 
+    ratio: float
+    jitter: float
+    min_interval: float
 
-def first_refresh(
-    received: float,
-    lifetime: float,
-    *,
-    ratio: float,
-    jitter: float,
-    min_interval: float,
-    random: Random,
-) -> float:
-    """The instant to refresh the first token a process received: `next_refresh` for a
-    fleet that started together.
+    def next_refresh(self, received: float, lifetime: float, random: Random) -> float:
+        """The instant to refresh a token received at `received` that lives `lifetime` s.
 
-    The pods of a rollout, a node drain or a cluster restart start within seconds of each
-    other, and `next_refresh` alone would keep them together: their first refreshes land
-    within ±`jitter` of `ratio` * lifetime, and later cycles spread them only as a random
-    walk (another ±jitter per cycle), so the IdP sees a peak several times the fleet's
-    mean rate for many cycles (docs/benchmarks.md, "Fleet refresh spread"). Drawing the
-    first refresh uniformly from the wider window
-    [max(EARLIEST_FIRST_FRACTION, ratio - jitter - ratio/2), ratio + jitter] * lifetime
-    spreads the fleet over about half a lifetime at once. The window always holds the
-    normal one; it costs each process at most one earlier refresh, once; the same floor
-    and ceiling as `next_refresh` apply.
-    """
-    high = ratio + jitter
-    low = min(max(EARLIEST_FIRST_FRACTION, ratio - jitter - ratio / 2.0), ratio - jitter)
-    offset = lifetime * (low + (high - low) * random())
-    return _clamped(received, offset, lifetime=lifetime, min_interval=min_interval)
+        `received + ratio*lifetime ± jitter*lifetime` (uniform), clamped before expiry and
+        no sooner than `min_interval` after `received`. The floor wins over expiry on
+        purpose: a 1-second token refreshed every 5 s expires in between, but a token
+        endpoint handing out 1-second tokens must not turn every pod into a tight loop.
+        """
+        offset = lifetime * self.ratio + lifetime * self.jitter * (2.0 * random() - 1.0)
+        return self._clamped(received, offset, lifetime)
 
+    def first_refresh(self, received: float, lifetime: float, random: Random) -> float:
+        """The instant to refresh the first token a process received: `next_refresh` for a
+        fleet that started together.
 
-def _clamped(received: float, offset: float, *, lifetime: float, min_interval: float) -> float:
-    # Before expiry (LATEST_FRACTION), but never sooner than the floor: the floor wins.
-    return received + max(min(offset, lifetime * LATEST_FRACTION), min_interval)
+        The pods of a rollout, a node drain or a cluster restart start within seconds of each
+        other, and `next_refresh` alone would keep them together: their first refreshes land
+        within ±`jitter` of `ratio` * lifetime, and later cycles spread them only as a random
+        walk (another ±jitter per cycle), so the IdP sees a peak several times the fleet's
+        mean rate for many cycles (docs/benchmarks.md, "Fleet refresh spread"). Drawing the
+        first refresh uniformly from the wider window
+        [max(EARLIEST_FIRST_FRACTION, ratio - jitter - ratio/2), ratio + jitter] * lifetime
+        spreads the fleet over about half a lifetime at once. The window always holds the
+        normal one; it costs each process at most one earlier refresh, once; the same floor
+        and ceiling as `next_refresh` apply.
+        """
+        high = self.ratio + self.jitter
+        low = min(
+            max(EARLIEST_FIRST_FRACTION, self.ratio - self.jitter - self.ratio / 2.0),
+            self.ratio - self.jitter,
+        )
+        offset = lifetime * (low + (high - low) * random())
+        return self._clamped(received, offset, lifetime)
+
+    def _clamped(self, received: float, offset: float, lifetime: float) -> float:
+        # Before expiry (LATEST_FRACTION), but never sooner than the floor: the floor wins.
+        return received + max(min(offset, lifetime * LATEST_FRACTION), self.min_interval)
 
 
 def retry_delay(

@@ -14,8 +14,7 @@ from token_refresher.schedule import (
     EARLIEST_FIRST_FRACTION,
     LATEST_FRACTION,
     RETRY_AFTER_CAP,
-    first_refresh,
-    next_refresh,
+    Pace,
     parse_retry_after,
     permanent_delay,
     retry_delay,
@@ -27,13 +26,13 @@ def fixed(value: float):
 
 
 def test_refresh_at_ratio_of_lifetime_without_jitter() -> None:
-    at = next_refresh(100.0, 3600, ratio=0.7, jitter=0.1, min_interval=5, random=fixed(0.5))
+    at = Pace(ratio=0.7, jitter=0.1, min_interval=5).next_refresh(100.0, 3600, fixed(0.5))
     assert at == pytest.approx(100.0 + 2520)
 
 
 def test_jitter_spans_plus_minus_fraction_of_lifetime() -> None:
-    low = next_refresh(0.0, 1000, ratio=0.5, jitter=0.1, min_interval=0, random=fixed(0.0))
-    high = next_refresh(0.0, 1000, ratio=0.5, jitter=0.1, min_interval=0, random=fixed(0.999999))
+    low = Pace(ratio=0.5, jitter=0.1, min_interval=0).next_refresh(0.0, 1000, fixed(0.0))
+    high = Pace(ratio=0.5, jitter=0.1, min_interval=0).next_refresh(0.0, 1000, fixed(0.999999))
     assert low == pytest.approx(400)
     assert high == pytest.approx(600, abs=0.01)
 
@@ -48,8 +47,8 @@ def test_jitter_spans_plus_minus_fraction_of_lifetime() -> None:
 def test_refresh_is_before_expiry_unless_the_floor_forbids(
     lifetime: float, ratio: float, jitter: float, min_interval: float, draw: float
 ) -> None:
-    at = next_refresh(
-        0.0, lifetime, ratio=ratio, jitter=jitter, min_interval=min_interval, random=fixed(draw)
+    at = Pace(ratio=ratio, jitter=jitter, min_interval=min_interval).next_refresh(
+        0.0, lifetime, fixed(draw)
     )
     assert at >= min_interval
     assert at <= max(lifetime * LATEST_FRACTION, min_interval)
@@ -58,19 +57,19 @@ def test_refresh_is_before_expiry_unless_the_floor_forbids(
 
 
 def test_ratio_plus_jitter_beyond_one_still_refreshes_before_expiry() -> None:
-    at = next_refresh(0.0, 100, ratio=0.9, jitter=0.4, min_interval=0, random=fixed(0.99))
+    at = Pace(ratio=0.9, jitter=0.4, min_interval=0).next_refresh(0.0, 100, fixed(0.99))
     assert at == pytest.approx(95)
 
 
 def test_one_second_token_is_refreshed_no_sooner_than_the_floor() -> None:
-    at = next_refresh(50.0, 1, ratio=0.7, jitter=0.1, min_interval=5, random=fixed(0.5))
+    at = Pace(ratio=0.7, jitter=0.1, min_interval=5).next_refresh(50.0, 1, fixed(0.5))
     assert at == 55.0
 
 
 def test_first_refresh_is_drawn_from_the_wider_start_up_window() -> None:
     # ratio 0.7, jitter 0.1: [0.7 - 0.1 - 0.35, 0.7 + 0.1] = [0.25, 0.8] of the lifetime.
     def at(draw: float) -> float:
-        return first_refresh(100.0, 1000, ratio=0.7, jitter=0.1, min_interval=1, random=fixed(draw))
+        return Pace(ratio=0.7, jitter=0.1, min_interval=1).first_refresh(100.0, 1000, fixed(draw))
 
     assert at(0.0) == pytest.approx(100 + 250)
     assert at(0.5) == pytest.approx(100 + 525)
@@ -79,20 +78,20 @@ def test_first_refresh_is_drawn_from_the_wider_start_up_window() -> None:
 
 def test_first_refresh_window_never_starts_before_the_earliest_fraction() -> None:
     # ratio 0.2, jitter 0.1: 0.2 - 0.1 - 0.1 = 0 would refresh right after receipt.
-    low = first_refresh(0.0, 1000, ratio=0.2, jitter=0.1, min_interval=0, random=fixed(0.0))
+    low = Pace(ratio=0.2, jitter=0.1, min_interval=0).first_refresh(0.0, 1000, fixed(0.0))
     assert low == pytest.approx(1000 * EARLIEST_FIRST_FRACTION)
 
 
 def test_first_refresh_window_holds_the_normal_one() -> None:
     # ratio 0.06, jitter 0.05: the normal window opens at 0.01, below the earliest fraction.
-    low = first_refresh(0.0, 1000, ratio=0.06, jitter=0.05, min_interval=0, random=fixed(0.0))
+    low = Pace(ratio=0.06, jitter=0.05, min_interval=0).first_refresh(0.0, 1000, fixed(0.0))
     assert low == pytest.approx(10)
 
 
 def test_first_refresh_keeps_the_floor_and_the_ceiling() -> None:
-    one_second = first_refresh(50.0, 1, ratio=0.7, jitter=0.1, min_interval=5, random=fixed(0.5))
+    one_second = Pace(ratio=0.7, jitter=0.1, min_interval=5).first_refresh(50.0, 1, fixed(0.5))
     assert one_second == 55.0
-    late = first_refresh(0.0, 100, ratio=0.9, jitter=0.4, min_interval=0, random=fixed(0.99))
+    late = Pace(ratio=0.9, jitter=0.4, min_interval=0).first_refresh(0.0, 100, fixed(0.99))
     assert late == pytest.approx(100 * LATEST_FRACTION)
 
 
@@ -106,8 +105,8 @@ def test_first_refresh_keeps_the_floor_and_the_ceiling() -> None:
 def test_first_refresh_is_within_its_window_and_before_expiry(
     lifetime: float, ratio: float, jitter: float, min_interval: float, draw: float
 ) -> None:
-    at = first_refresh(
-        0.0, lifetime, ratio=ratio, jitter=jitter, min_interval=min_interval, random=fixed(draw)
+    at = Pace(ratio=ratio, jitter=jitter, min_interval=min_interval).first_refresh(
+        0.0, lifetime, fixed(draw)
     )
     # The window holds the normal one, [ratio - jitter, ratio + jitter].
     low = min(max(EARLIEST_FIRST_FRACTION, ratio / 2 - jitter), ratio - jitter) * lifetime
