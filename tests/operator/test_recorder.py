@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from tests.support.wait import wait_until_async
 from token_refresher_operator.kubeapi import KubeApi
 from token_refresher_operator.recorder import EventRecorder
 from token_refresher_operator.series import Aggregator
@@ -92,11 +93,11 @@ async def test_the_recorder_creates_then_patches_on_the_tick() -> None:
     ticker = asyncio.create_task(rec.run(stop, tick=0.01))
     for _ in range(5):
         record(rec)
-    await asyncio.sleep(0.05)
+    await wait_until_async("the Event created", lambda: api.created, every=0.01)
     assert [e["metadata"]["name"] for e in api.created] == ["api-1.abc"]
-    assert api.patched == []
+    assert api.patched == []  # the five are one Event, counted until the next tick
     clock.now = 10.0
-    await asyncio.sleep(0.05)
+    await wait_until_async("the Event patched", lambda: api.patched, every=0.01)
     assert api.patched == [
         (
             "api-1.abc",

@@ -6,7 +6,6 @@ fakes inject what a real cluster will not do on demand (an unreachable API, a fl
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import json
 import logging
@@ -20,6 +19,7 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
+from tests.support.wait import wait_until_async
 from token_refresher_operator.checks import (
     INJECTED_ANNOTATION,
     POD_NAME_EXTRA,
@@ -307,6 +307,14 @@ async def healthz(port: int, ca: Path) -> int:
         return resp.status
 
 
+async def trusted_by(port: int, ca: Path) -> bool:
+    """Whether the server's certificate is the one `ca` names (a handshake with it)."""
+    try:
+        return await healthz(port, ca) == 200
+    except aiohttp.ClientConnectorCertificateError:
+        return False
+
+
 async def test_the_server_serves_https_and_picks_up_a_renewed_certificate(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -325,13 +333,23 @@ async def test_the_server_serves_https_and_picks_up_a_renewed_certificate(
         async with server:
             assert await healthz(server.port, tmp_path / "first.crt") == 200
             write_cert(tmp_path, "second")
-            await asyncio.sleep(1.1)  # the files are looked at once a second at most
-            assert await healthz(server.port, tmp_path / "second.crt") == 200
+            # The files are looked at during a handshake, once a second at most.
+            await wait_until_async(
+                "the renewed certificate served",
+                lambda: trusted_by(server.port, tmp_path / "second.crt"),
+                every=0.2,
+            )
             with pytest.raises(aiohttp.ClientConnectorCertificateError):
                 await healthz(server.port, tmp_path / "first.crt")
-            # A half-written renewal (a cert without its key yet) keeps the previous pair.
+            # A half-written renewal (a cert without its key yet) keeps the previous pair:
+            # handshakes go on with it until the server has looked at the new files.
             (tmp_path / "tls.crt").write_text("-----BEGIN CERTIFICATE-----\ntruncated")
-            await asyncio.sleep(1.1)
+
+            async def looked_and_kept() -> bool:
+                assert await healthz(server.port, tmp_path / "second.crt") == 200
+                return "keeping the previous certificate" in caplog.text
+
+            await wait_until_async("the half-written renewal looked at", looked_and_kept, every=0.2)
             assert await healthz(server.port, tmp_path / "second.crt") == 200
     assert "serving the renewed certificate" in caplog.text
     assert "keeping the previous certificate" in caplog.text

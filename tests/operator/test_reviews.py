@@ -142,9 +142,11 @@ async def test_api_failures_are_reported_without_the_token() -> None:
 
 async def test_a_caller_going_away_does_not_cancel_the_review_for_others() -> None:
     gate = asyncio.Event()
+    entered = asyncio.Event()  # the one API call is under way: both callers wait on it
 
     class SlowApi(FakeAuthApi):
         def create_token_review(self, body: dict[str, Any], **kwargs: Any) -> Any:
+            loop.call_soon_threadsafe(entered.set)
             asyncio.run_coroutine_threadsafe(gate.wait(), loop).result()
             return super().create_token_review(body, **kwargs)
 
@@ -153,7 +155,7 @@ async def test_a_caller_going_away_does_not_cancel_the_review_for_others() -> No
     r = reviewer(api)
     first = asyncio.create_task(r.review("tok"))
     second = asyncio.create_task(r.review("tok"))
-    await asyncio.sleep(0.05)
+    await entered.wait()
     first.cancel()
     gate.set()
     assert await second == review()

@@ -10,9 +10,10 @@ loop must keep running what it waits for. Both share `_Polls`, the deadline and 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 __all__ = ["WaitTimeout", "wait_until", "wait_until_async"]
@@ -83,7 +84,7 @@ def wait_until(
 
 async def wait_until_async(
     what: str,
-    check: Callable[[], T | None],
+    check: Callable[[], T | None] | Callable[[], Awaitable[T | None]],
     # The same bound as wait_until's, not asyncio.timeout(): the failure names `what`.
     timeout: float = 10.0,  # noqa: ASYNC109
     *,
@@ -91,10 +92,15 @@ async def wait_until_async(
     note: Callable[[str], None] | None = _stderr,
     note_every: float = 10.0,
 ) -> T:
-    """`wait_until` for a coroutine: awaits between checks, so the tasks it waits on run."""
+    """`wait_until` for a coroutine: awaits between checks, so the tasks it waits on run.
+
+    `check` may be a coroutine function (a request to a server under test): it is awaited.
+    """
     polls = _Polls(what, timeout, every, note, note_every)
     while True:
         result = check()
+        if inspect.isawaitable(result):
+            result = await result
         if result:
             return result
         await asyncio.sleep(polls.pause())
