@@ -91,187 +91,139 @@ class Settings(BaseSettings):
         extra="ignore",
         frozen=True,
         use_enum_values=False,
+        # Each field's docstring is its description (--help, the README's table).
+        use_attribute_docstrings=True,
     )
 
-    issuer: AnyHttpUrl | None = Field(
-        None, description="OIDC issuer URL; the token endpoint is discovered from it."
-    )
-    token_url: AnyHttpUrl | None = Field(
-        None, description="Token endpoint URL (instead of, or overriding, discovery)."
-    )
-    grant: Grant = Field(Grant.CLIENT_CREDENTIALS, description="How to get a token.")
-    client_id: str | None = Field(None, description="OAuth2 client id.")
-    client_secret_file: Path | None = Field(
-        None, description="File holding the client secret; re-read when it changes."
-    )
-    client_auth: ClientAuth | None = Field(
-        None,
-        description="How the client authenticates to the token endpoint. Default: "
-        "client_secret_basic if a secret is given, private_key_jwt if a key is given, "
-        "else none.",
-    )
-    private_key_file: Path | None = Field(
-        None, description="PEM private key for private_key_jwt client assertions."
-    )
-    private_key_alg: str = Field("RS256", description="JWS algorithm for private_key_jwt.")
-    private_key_id: str | None = Field(
-        None,
-        description="kid in the header of private_key_jwt assertions, naming the key in "
-        "the client's JWKS. Default: the key's RFC 7638 thumbprint (SHA-256, base64url).",
-    )
-    service_account_token_file: Path | None = Field(
-        None,
-        description="Projected service-account token (subject token / assertion); "
-        "re-read on every use.",
-    )
-    refresh_token_file: Path | None = Field(
-        None,
-        description="Bootstrap refresh token. With GRANT=refresh_token it is the only way "
-        "in; with another grant it is used first, and that grant is the fallback when the "
-        "IdP rejects the refresh token (invalid_grant).",
-    )
-    state_file: Path | None = Field(
-        None,
-        description="Where a rotated refresh token is kept (mode 0600) so a restart "
-        "continues with the newest one. Default: .<output name>.state beside OUTPUT.",
-    )
-    family_secret: str | None = Field(
-        None,
-        description="Name of a Secret in the pod's namespace that holds the refresh-token "
-        "family shared by every pod started from the same bootstrap token (usually the "
-        "bootstrap Secret itself): one pod at a time presents the refresh token, the others "
-        "take its access token. Needs get, watch and patch on that Secret. Unset: this pod "
-        "keeps its refresh token to itself, in STATE_FILE.",
-    )
-    family_lease: float = Field(
-        30.0,
-        gt=0,
-        description="Seconds a holder's claim on the family lasts while it presents the "
-        "refresh token, and beyond its planned refresh; another pod takes over only after "
-        "the holder has been silent this long.",
-    )
-    kubernetes_api: AnyHttpUrl | None = Field(
-        None,
-        description="kube-apiserver URL for FAMILY_SECRET. Default: "
-        "https://$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT, as in every pod.",
-    )
-    kubernetes_token_file: Path = Field(
-        Path("/var/run/secrets/kubernetes.io/serviceaccount/token"),
-        description="Service-account token for FAMILY_SECRET; re-read on every request.",
-    )
-    kubernetes_ca_file: Path = Field(
-        Path("/var/run/secrets/kubernetes.io/serviceaccount/ca.crt"),
-        description="CA bundle of the kube-apiserver for FAMILY_SECRET.",
-    )
-    scope: str | None = Field(None, description="Space-separated scopes to request.")
-    audience: str | None = Field(None, description="audience request parameter.")
-    resource: str | None = Field(None, description="resource request parameter (RFC 8707).")
-    requested_token_type: str | None = Field(
-        None, description="Token exchange: requested_token_type (RFC 8693 section 2.1)."
-    )
-    subject_token_type: str = Field(
-        "urn:ietf:params:oauth:token-type:jwt",
-        description="Token exchange: subject_token_type of the service-account token "
-        "(Dex wants urn:ietf:params:oauth:token-type:id_token).",
-    )
-    token_params: str | None = Field(
-        None,
-        description="Extra form parameters for every token request, URL-encoded "
-        "(e.g. connector_id=kubernetes for Dex's token exchange).",
-    )
-    output: Path = Field(
-        Path("/var/run/secrets/token-refresher/token"), description="Path of the token file."
-    )
-    format: Literal["raw", "json"] = Field(
-        "raw", description="raw: the token alone; json: token, type, expiry, scope."
-    )
-    file_mode: int = Field(
-        0o444,
-        description="Mode of the token file (octal, e.g. 0440). 0444 lets app containers "
-        "under any UID read it; the volume is only mounted into this pod.",
-    )
-    refresh_ratio: float = Field(
-        0.7, gt=0, lt=1, description="Refresh when this fraction of the lifetime has passed."
-    )
-    jitter: float = Field(
-        0.1, ge=0, lt=0.5, description="± fraction of the lifetime added at random."
-    )
+    issuer: AnyHttpUrl | None = None
+    """OIDC issuer URL; the token endpoint is discovered from it."""
+    token_url: AnyHttpUrl | None = None
+    """Token endpoint URL (instead of, or overriding, discovery)."""
+    grant: Grant = Grant.CLIENT_CREDENTIALS
+    """How to get a token."""
+    client_id: str | None = None
+    """OAuth2 client id."""
+    client_secret_file: Path | None = None
+    """File holding the client secret; re-read when it changes."""
+    client_auth: ClientAuth | None = None
+    """How the client authenticates to the token endpoint. Default: client_secret_basic if a
+    secret is given, private_key_jwt if a key is given, else none."""
+    private_key_file: Path | None = None
+    """PEM private key for private_key_jwt client assertions."""
+    private_key_alg: str = "RS256"
+    """JWS algorithm for private_key_jwt."""
+    private_key_id: str | None = None
+    """kid in the header of private_key_jwt assertions, naming the key in the client's JWKS.
+    Default: the key's RFC 7638 thumbprint (SHA-256, base64url)."""
+    service_account_token_file: Path | None = None
+    """Projected service-account token (subject token / assertion); re-read on every use."""
+    refresh_token_file: Path | None = None
+    """Bootstrap refresh token. With GRANT=refresh_token it is the only way in; with another
+    grant it is used first, and that grant is the fallback when the IdP rejects the refresh
+    token (invalid_grant)."""
+    state_file: Path | None = None
+    """Where a rotated refresh token is kept (mode 0600) so a restart continues with the
+    newest one. Default: .<output name>.state beside OUTPUT."""
+    family_secret: str | None = None
+    """Name of a Secret in the pod's namespace that holds the refresh-token family shared by
+    every pod started from the same bootstrap token (usually the bootstrap Secret itself):
+    one pod at a time presents the refresh token, the others take its access token. Needs
+    get, watch and patch on that Secret. Unset: this pod keeps its refresh token to itself,
+    in STATE_FILE."""
+    family_lease: float = Field(30.0, gt=0)
+    """Seconds a holder's claim on the family lasts while it presents the refresh token, and
+    beyond its planned refresh; another pod takes over only after the holder has been silent
+    this long."""
+    kubernetes_api: AnyHttpUrl | None = None
+    """kube-apiserver URL for FAMILY_SECRET. Default:
+    https://$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT, as in every pod."""
+    kubernetes_token_file: Path = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
+    """Service-account token for FAMILY_SECRET; re-read on every request."""
+    kubernetes_ca_file: Path = Path("/var/run/secrets/kubernetes.io/serviceaccount/ca.crt")
+    """CA bundle of the kube-apiserver for FAMILY_SECRET."""
+    scope: str | None = None
+    """Space-separated scopes to request."""
+    audience: str | None = None
+    """audience request parameter."""
+    resource: str | None = None
+    """resource request parameter (RFC 8707)."""
+    requested_token_type: str | None = None
+    """Token exchange: requested_token_type (RFC 8693 section 2.1)."""
+    subject_token_type: str = "urn:ietf:params:oauth:token-type:jwt"
+    """Token exchange: subject_token_type of the service-account token (Dex wants
+    urn:ietf:params:oauth:token-type:id_token)."""
+    token_params: str | None = None
+    """Extra form parameters for every token request, URL-encoded (e.g.
+    connector_id=kubernetes for Dex's token exchange)."""
+    output: Path = Path("/var/run/secrets/token-refresher/token")
+    """Path of the token file."""
+    format: Literal["raw", "json"] = "raw"
+    """raw: the token alone; json: token, type, expiry, scope."""
+    file_mode: int = 0o444
+    """Mode of the token file (octal, e.g. 0440). 0444 lets app containers under any UID
+    read it; the volume is only mounted into this pod."""
+    refresh_ratio: float = Field(0.7, gt=0, lt=1)
+    """Refresh when this fraction of the lifetime has passed."""
+    jitter: float = Field(0.1, ge=0, lt=0.5)
+    """± fraction of the lifetime added at random."""
     # 1 s, not more: the floor wins over expiry, so a floor near the lifetime of short
     # tokens (5 s ones exist) would refresh them only as they expire.
-    min_refresh_interval: float = Field(
-        1.0,
-        ge=0,
-        description="Floor in seconds between refreshes, so a token of a second or less "
-        "cannot make a tight loop.",
-    )
-    default_lifetime: float = Field(
-        300.0,
-        gt=0,
-        description="Lifetime in seconds assumed when the response has neither "
-        "expires_in nor a JWT exp.",
-    )
-    on_expiry: Literal["remove", "keep"] = Field(
-        "remove",
-        description="remove the file when the token expired with no successful refresh, "
-        "or keep it.",
-    )
-    ca_file: Path | None = Field(None, description="CA bundle for the IdP (default: system).")
-    timeout: float = Field(10.0, gt=0, description="Timeout in seconds of one IdP request.")
-    backoff_initial: float = Field(
-        1.0, gt=0, description="First retry delay in seconds after a transient failure."
-    )
-    backoff_max: float = Field(60.0, gt=0, description="Cap in seconds of the exponential backoff.")
-    permanent_error_interval: float = Field(
-        300.0,
-        gt=0,
-        description="Ceiling in seconds of the retry delay after a permanent error "
-        "(invalid_client, invalid_grant with no fallback): retried at growing intervals "
-        "from a few seconds up to this, and at once when a credential file changes.",
-    )
-    listen: str = Field(
-        "0.0.0.0:8099", description="host:port of /healthz, /readyz, /metrics, /status."
-    )
-    report_url: AnyHttpUrl | None = Field(
-        None, description="Operator endpoint that turns failures into pod Events."
-    )
-    report_token_file: Path | None = Field(
-        None, description="Projected token sent as the report's bearer credential."
-    )
-    report_ca_file: Path | None = Field(None, description="CA bundle file for REPORT_URL.")
-    report_ca: str | None = Field(
-        None,
-        description="CA bundle for REPORT_URL as PEM text (public; set by injection, since "
-        "a pod cannot mount a ConfigMap from the operator's namespace).",
-    )
-    report_audience: str = Field(
-        "token-refresher-report",
-        description="Audience of the projected token that authenticates reports.",
-    )
-    pod_namespace: str | None = Field(None, description="Namespace of this pod (for reports).")
-    pod_name: str | None = Field(None, description="Name of this pod (for reports).")
-    pod_uid: str | None = Field(None, description="UID of this pod (for reports).")
-    log_format: Literal["json", "text"] = Field("json", description="Log line format.")
-    log_level: Literal["debug", "info", "warning", "error"] = Field(
-        "info", description="Log level."
-    )
+    min_refresh_interval: float = Field(1.0, ge=0)
+    """Floor in seconds between refreshes, so a token of a second or less cannot make a
+    tight loop."""
+    default_lifetime: float = Field(300.0, gt=0)
+    """Lifetime in seconds assumed when the response has neither expires_in nor a JWT exp."""
+    on_expiry: Literal["remove", "keep"] = "remove"
+    """remove the file when the token expired with no successful refresh, or keep it."""
+    ca_file: Path | None = None
+    """CA bundle for the IdP (default: system)."""
+    timeout: float = Field(10.0, gt=0)
+    """Timeout in seconds of one IdP request."""
+    backoff_initial: float = Field(1.0, gt=0)
+    """First retry delay in seconds after a transient failure."""
+    backoff_max: float = Field(60.0, gt=0)
+    """Cap in seconds of the exponential backoff."""
+    permanent_error_interval: float = Field(300.0, gt=0)
+    """Ceiling in seconds of the retry delay after a permanent error (invalid_client,
+    invalid_grant with no fallback): retried at growing intervals from a few seconds up to
+    this, and at once when a credential file changes."""
+    listen: str = "0.0.0.0:8099"
+    """host:port of /healthz, /readyz, /metrics, /status."""
+    report_url: AnyHttpUrl | None = None
+    """Operator endpoint that turns failures into pod Events."""
+    report_token_file: Path | None = None
+    """Projected token sent as the report's bearer credential."""
+    report_ca_file: Path | None = None
+    """CA bundle file for REPORT_URL."""
+    report_ca: str | None = None
+    """CA bundle for REPORT_URL as PEM text (public; set by injection, since a pod cannot
+    mount a ConfigMap from the operator's namespace)."""
+    report_audience: str = "token-refresher-report"
+    """Audience of the projected token that authenticates reports."""
+    pod_namespace: str | None = None
+    """Namespace of this pod (for reports)."""
+    pod_name: str | None = None
+    """Name of this pod (for reports)."""
+    pod_uid: str | None = None
+    """UID of this pod (for reports)."""
+    log_format: Literal["json", "text"] = "json"
+    """Log line format."""
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    """Log level."""
     # NoDecode: the JSON is parsed by `_tokens_json`, so a typo is a config error line
     # naming TOKEN_REFRESHER_TOKENS rather than a SettingsError traceback from the source.
-    tokens: Annotated[dict[str, Any], NoDecode] = Field(
-        default_factory=dict,
-        description="More tokens, each written to its own file: a JSON object "
-        '{name: {setting: value}}, e.g. {"payments": {"audience": "payments-api"}}. A name '
-        "is a DNS label other than 'default'; at most 7 (8 tokens with the default one). "
-        "A named token inherits every setting it does not set, its credentials only when "
-        "it uses the same ISSUER and TOKEN_URL; OUTPUT defaults to <OUTPUT's directory>/"
-        "<name>, STATE_FILE to <STATE_FILE>.<name>.",
-    )
+    tokens: Annotated[dict[str, Any], NoDecode] = Field(default_factory=dict)
+    """More tokens, each written to its own file: a JSON object {name: {setting: value}},
+    e.g. {"payments": {"audience": "payments-api"}}. A name is a DNS label other than
+    'default'; at most 7 (8 tokens with the default one). A named token inherits every
+    setting it does not set, its credentials only when it uses the same ISSUER and
+    TOKEN_URL; OUTPUT defaults to <OUTPUT's directory>/<name>, STATE_FILE to
+    <STATE_FILE>.<name>."""
 
-    tokens_file: Path | None = Field(
-        None,
-        description="A JSON file holding what TOKENS holds (for a sidecar run by itself: "
-        "a ConfigMap mounted as a file keeps a long list readable); read once at start, "
-        "not together with TOKENS.",
-    )
+    tokens_file: Path | None = None
+    """A JSON file holding what TOKENS holds (for a sidecar run by itself: a ConfigMap
+    mounted as a file keeps a long list readable); read once at start, not together with
+    TOKENS."""
 
     # Each named token's effective settings, in the order written (`named.named_tokens`).
     _named: dict[str, Settings] = PrivateAttr(default_factory=dict)
@@ -456,7 +408,8 @@ class Settings(BaseSettings):
                 shown = default.value
             else:
                 shown = str(default)
-            yield env_name(name), shown, field.description or ""
+            # A docstring keeps its line breaks; a help line and a table cell have none.
+            yield env_name(name), shown, " ".join((field.description or "").split())
 
 
 def _fields_of(env: Mapping[str, str]) -> dict[str, str]:

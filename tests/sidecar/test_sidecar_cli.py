@@ -153,8 +153,14 @@ def test_help_lists_every_setting_and_once() -> None:
     result = subprocess.run([SCRIPT, "--help"], capture_output=True, text=True, timeout=30)
     assert result.returncode == 0
     assert "--once" in result.stdout
-    for env_var, _, _ in Settings.describe():
+    described = list(Settings.describe())
+    assert len(described) == len(Settings.model_fields)
+    for env_var, _, description in described:
         assert f"  {env_var}  (default:" in result.stdout
+        # Each field's docstring is its description (use_attribute_docstrings): one lost
+        # (a field without it, or the source unreadable) would leave a setting unexplained.
+        assert description, f"{env_var} has no description"
+        assert description in " ".join(result.stdout.split()), env_var
 
 
 def test_once_writes_one_token_and_exits_0(env, endpoint) -> None:
