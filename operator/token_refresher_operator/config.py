@@ -8,7 +8,6 @@ from CONFIG_FILE (`clusterconfig`, re-exported here, where callers have always f
 
 from __future__ import annotations
 
-import contextvars
 import os
 import re
 from collections.abc import Mapping
@@ -20,8 +19,9 @@ from pydantic import (
     ValidationError,
     field_validator,
 )
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 
+from token_refresher.sources import EnvOrValues
 from token_refresher_operator.clusterconfig import (
     ClusterConfig,
     ReportConfig,
@@ -43,14 +43,7 @@ __all__ = [
 ENV_PREFIX = "TOKEN_REFRESHER_OPERATOR_"
 
 
-# Set while load_settings() validates values it has read itself: pydantic-settings must
-# then not read the process environment a second time (tests pass their own mapping).
-_EXPLICIT: contextvars.ContextVar[bool] = contextvars.ContextVar(
-    "token_refresher_operator_explicit_settings", default=False
-)
-
-
-class OperatorSettings(BaseSettings):
+class OperatorSettings(EnvOrValues):
     """The operator's own settings; see docs/CONTRACTS.md "Operator settings"."""
 
     model_config = SettingsConfigDict(
@@ -93,19 +86,6 @@ class OperatorSettings(BaseSettings):
     def _lower(cls, value: Any) -> Any:
         return value.lower() if isinstance(value, str) else value
 
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        if _EXPLICIT.get():
-            return (init_settings,)
-        return (init_settings, env_settings)
-
     @field_validator("namespace")
     @classmethod
     def _dns_label(cls, value: str) -> str:
@@ -130,9 +110,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> OperatorSettings:
     problems = [f"{name}: unknown setting" for name in unknown]
     # Passing the values explicitly (rather than letting pydantic-settings read the
     # environment) keeps the env var names in the messages and makes tests hermetic.
-    token = _EXPLICIT.set(True)
     try:
-        settings = OperatorSettings.model_validate(
+        settings = OperatorSettings.from_values(
             {key: value for key, value in values.items() if key in known}
         )
     except ValidationError as exc:
@@ -143,8 +122,6 @@ def load_settings(env: Mapping[str, str] | None = None) -> OperatorSettings:
             suffix = f" (got {got!r})" if isinstance(got, str) else ""
             problems.append(f"{ENV_PREFIX}{field.upper()}: {msg}{suffix}")
         raise ConfigError(problems) from None
-    finally:
-        _EXPLICIT.reset(token)
     if problems:
         raise ConfigError(problems)
     if not settings.dev:

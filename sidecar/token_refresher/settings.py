@@ -20,7 +20,6 @@ description that --help and the README reference are made from.
 
 from __future__ import annotations
 
-import contextvars
 import json
 import re
 from collections.abc import Iterator, Mapping
@@ -36,9 +35,7 @@ from pydantic import (
     model_validator,
 )
 from pydantic_settings import (
-    BaseSettings,
     NoDecode,
-    PydanticBaseSettingsSource,
     SettingsConfigDict,
 )
 
@@ -55,6 +52,7 @@ from .problems import (
     env_name,
     token_env_name,
 )
+from .sources import EnvOrValues
 
 __all__ = [
     "CREDENTIAL_FIELDS",
@@ -74,15 +72,7 @@ __all__ = [
 ]
 
 
-# Set only while `Settings.from_values` validates: the model then reads its init values
-# alone, never the process environment (the operator validates a pod's rendered env, and
-# a named token is built from explicit values; neither may pick up the process's own).
-_EXPLICIT: contextvars.ContextVar[bool] = contextvars.ContextVar(
-    "token_refresher_explicit", default=False
-)
-
-
-class Settings(BaseSettings):
+class Settings(EnvOrValues):
     """What to fetch, from where, and where to put it. See README "Configuring the sidecar"."""
 
     model_config = SettingsConfigDict(
@@ -362,19 +352,6 @@ class Settings(BaseSettings):
         return {DEFAULT_TOKEN: self, **self._named}
 
     @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        if _EXPLICIT.get():
-            return (init_settings,)
-        return (init_settings, env_settings)
-
-    @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         """Settings from `TOKEN_REFRESHER_*` variables: of `env` when given (the operator
         passes the env it renders, so its own environment never leaks in), else of the
@@ -382,16 +359,6 @@ class Settings(BaseSettings):
         if env is None:
             return cls()
         return cls.from_values(_fields_of(env))
-
-    @classmethod
-    def from_values(cls, values: Mapping[str, Any]) -> Settings:
-        """Settings from field values alone (`{"audience": "api"}`), never the process
-        environment: each value is validated as its env var's text would be."""
-        token = _EXPLICIT.set(True)
-        try:
-            return cls(**values)
-        finally:
-            _EXPLICIT.reset(token)
 
     @classmethod
     def describe(cls) -> Iterator[tuple[str, str, str]]:

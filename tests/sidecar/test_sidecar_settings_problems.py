@@ -34,6 +34,7 @@ def test_importing_the_settings_loads_no_http_client_metrics_or_cli() -> None:
         "token_refresher.kinds",
         "token_refresher.named",
         "token_refresher.problems",
+        "token_refresher.sources",
     }
 
 
