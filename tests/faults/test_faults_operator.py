@@ -10,6 +10,7 @@ do not share the session operator of tests/operator.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import ssl
 import time
@@ -27,6 +28,7 @@ from tests.support.operator import (
     start_operator,
     stop_operator,
 )
+from tests.support.wait import WaitTimeout, wait_until
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
@@ -106,17 +108,23 @@ def _has_sidecar(stored: dict[str, Any]) -> bool:
 def wait_injecting(cluster: ControlPlane, namespace: str, prefix: str, *, timeout: float = 30):
     """Create pods until one is injected (the first ones may meet a reconnecting
     apiserver); return how many tries it took."""
-    deadline = time.monotonic() + timeout
-    for attempt in range(1, 1000):
+    attempts = itertools.count(1)
+    refusals: list[str] = []
+
+    def one_more() -> int | None:
+        attempt = next(attempts)
         name = f"{prefix}-{attempt}"
         proc = create(cluster, namespace, pod(name), check=False)
-        if proc.returncode == 0:
-            assert injected(cluster, namespace, name), f"{name} was admitted without the sidecar"
-            return attempt
-        if time.monotonic() > deadline:
-            raise AssertionError(f"no pod injected within {timeout} s: {proc.stderr}")
-        time.sleep(0.5)
-    raise AssertionError("unreachable")
+        if proc.returncode != 0:
+            refusals.append(proc.stderr.strip())
+            return None
+        assert injected(cluster, namespace, name), f"{name} was admitted without the sidecar"
+        return attempt
+
+    try:
+        return wait_until("a pod created and injected", one_more, timeout)
+    except WaitTimeout:
+        raise AssertionError(f"no pod injected within {timeout} s: {refusals[-1:]}") from None
 
 
 def test_injection_survives_a_kube_apiserver_restart(
