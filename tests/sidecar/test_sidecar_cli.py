@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.support import free_port, http_ok, wait_until
+from tests.support.fakes import spin_until
 from token_refresher import Settings
 
 SCRIPT = str(Path(sys.executable).parent / "token-refresher")
@@ -274,10 +275,7 @@ async def test_serve_runs_in_process_until_stopped(make_settings, idp, clock, ha
     settings = make_settings()
     refresher = Refresher(settings, transport=idp.transport, clock=clock, random=half)
     task = asyncio.create_task(serve(settings, refresher=refresher))
-    for _ in range(10000):
-        if refresher.refresh_count:
-            break
-        await asyncio.sleep(0)
+    await spin_until(lambda: refresher.refresh_count > 0)
     refresher.stop()
     async with asyncio.timeout(1):
         assert await task == 0

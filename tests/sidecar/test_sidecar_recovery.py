@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.idp import OAuthClient
-from tests.support.fakes import CLIENT_SECRET, FakeClock, FakeIdP, SecretVolume, rotate
+from tests.support.fakes import CLIENT_SECRET, FakeClock, FakeIdP, SecretVolume, rotate, spin_until
 from token_refresher import Refresher, Settings
 from token_refresher.watch import POLL_INTERVAL, CredentialWatch
 
@@ -27,14 +27,6 @@ FIXED = "SECRET-CANARY-fixed-by-a-person"
 
 def basic(secret: str) -> str:
     return "Basic " + base64.b64encode(f"billing:{secret}".encode()).decode()
-
-
-async def until(condition: Callable[[], bool], *, limit: int = 20000) -> None:
-    for _ in range(limit):
-        if condition():
-            return
-        await asyncio.sleep(0)
-    raise AssertionError("the condition never held")
 
 
 @pytest.fixture
@@ -50,10 +42,10 @@ async def fail_three_times_then_change(
     idp.reply(*[idp.error(401, "invalid_client")] * 3)
     task = asyncio.create_task(r.run())
     try:
-        await until(lambda: len(idp.posts) == 3 and clock.mono >= idp.posts[2].at + 5)
+        await spin_until(lambda: len(idp.posts) == 3 and clock.mono >= idp.posts[2].at + 5)
         change()
         changed_at = clock.mono
-        await until(lambda: r.refresh_count == 1)
+        await spin_until(lambda: r.refresh_count == 1)
     finally:
         r.stop()
         await task
@@ -87,10 +79,10 @@ async def test_a_new_refresh_token_is_tried_at_once(
         idp.reply(idp.error(400, "invalid_grant"))
         task = asyncio.create_task(r.run())
         try:
-            await until(lambda: r.consecutive_failures == 3)
+            await spin_until(lambda: r.consecutive_failures == 3)
             rotate(bootstrap, "RT-fresh")
             changed_at = clock.mono
-            await until(lambda: r.refresh_count == 1)
+            await spin_until(lambda: r.refresh_count == 1)
         finally:
             r.stop()
             await task

@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx2
 import pytest
 
-from tests.support.fakes import FakeClock, FakeIdP, rotate
+from tests.support.fakes import FakeClock, FakeIdP, rotate, spin_until
 from token_refresher import Refresher, Reporter
 from token_refresher.report import ReportPolicy
 
@@ -99,12 +99,7 @@ class Operator:
 async def run_reporter(reporter: Reporter, until, limit: int = 5000) -> None:
     task = asyncio.create_task(reporter.run())
     try:
-        for _ in range(limit):
-            if until():
-                break
-            await asyncio.sleep(0)
-        else:
-            raise AssertionError("the condition never held")
+        await spin_until(until, limit=limit)
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)

@@ -25,7 +25,7 @@ import httpx2
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.support.fakes import FakeIdP, SteppedClock
+from tests.support.fakes import FakeIdP, SteppedClock, spin_until
 from token_refresher import Refreshers, Reporter, Settings, StatusServer
 from token_refresher.report import Report
 
@@ -301,10 +301,7 @@ async def test_one_tokens_report_never_replaces_anothers(tmp_path: Path, half) -
     partner.failure("http_503", None, 1, 1_800_000_000)
     partner.expired("http_503", None, 4, 1_800_000_000)  # replaces partner's unsent one
     task = asyncio.create_task(reporter.run())
-    for _ in range(1000):
-        if len(sent) == 2:
-            break
-        await asyncio.sleep(0)
+    await spin_until(lambda: len(sent) == 2)
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
     await reporter.aclose()

@@ -168,16 +168,24 @@ class FakeIdP:
         return [s for s in self.seen if s.method == "POST"]
 
 
+async def spin_until(condition: Callable[[], bool], *, limit: int = 20000) -> None:
+    """Yield to the event loop until `condition()` holds, at most `limit` times.
+
+    For code on the fake clock: no real time passes, so the bound is a number of loop
+    turns, and a condition that never holds fails at once rather than after a timeout.
+    """
+    for _ in range(limit):
+        if condition():
+            return
+        await asyncio.sleep(0)
+    raise AssertionError("the condition never held")
+
+
 async def drive(refresher: Any, until: Callable[[], bool], *, limit: int = 20000) -> None:
     """Run the refresher's loop on the fake clock until `until()` holds, then stop it."""
     task = asyncio.create_task(refresher.run())
     try:
-        for _ in range(limit):
-            if until() or task.done():
-                break
-            await asyncio.sleep(0)
-        else:
-            raise AssertionError("the condition never held")
+        await spin_until(lambda: until() or task.done(), limit=limit)
     finally:
         refresher.stop()
         await task
