@@ -99,7 +99,7 @@ def test_operator_identity_needs_no_passwd_entry(built: dict[str, Image]) -> Non
     check = (
         "import getpass, socket\n"
         "from kopf._core.engines import peering\n"
-        "from token_refresher_operator.app import operator_identity\n"
+        "from token_refresher_operator.kopfsetup import operator_identity\n"
         "try:\n"
         "    peering.detect_own_id(manual=False)\n"
         "except KeyError:\n"
@@ -113,7 +113,7 @@ def test_operator_identity_needs_no_passwd_entry(built: dict[str, Image]) -> Non
             c,
             "python",
             "-c",
-            "from token_refresher_operator.app import operator_identity as i; print(i())",
+            "from token_refresher_operator.kopfsetup import operator_identity as i; print(i())",
             env={"POD_ID": "operator-abc"},
         )
     assert out.returncode == 0, out.stdout + out.stderr

@@ -12,22 +12,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import logging
-import os
-import socket
 import tempfile
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
 import kopf
 
-from token_refresher_operator.annotations import INJECT
 from token_refresher_operator.config import ClusterConfig, OperatorSettings, ReportConfig
 from token_refresher_operator.devcert import write_self_signed
-from token_refresher_operator.events import REPORTING_COMPONENT
 from token_refresher_operator.healthserver import make_health_app, serve_health
+from token_refresher_operator.kopfsetup import (
+    build_registry,
+    freeze_startup_heap,
+    kopf_settings,
+    operator_identity,
+)
 from token_refresher_operator.kubeapi import kube_api_client
 from token_refresher_operator.metrics import OperatorMetrics
 from token_refresher_operator.registration import (
@@ -42,86 +43,9 @@ from token_refresher_operator.reportserver import serve_reports
 from token_refresher_operator.safetynet import SidecarWatch
 from token_refresher_operator.webhook import URL_PATH, AdmissionStats, Injector, serve_webhook
 
-__all__ = ["build_registry", "operator_identity", "run"]
+__all__ = ["run"]
 
 logger = logging.getLogger(__name__)
-
-
-def operator_identity() -> str:
-    """This replica's identity for kopf: `POD_ID` when set (kopf's convention), else the host name.
-
-    kopf derives one itself when given none, from `getpass.getuser()`, which raises
-    KeyError in the operator image: it runs as UID 65532, which has no passwd entry (nor
-    does it in the official python images), so the operator crash-looped before starting.
-    In a pod the host name is the pod's name, which is what kopf's `POD_ID` would say too.
-    """
-    return os.environ.get("POD_ID") or socket.gethostname()
-
-
-def build_registry(*, watch: SidecarWatch) -> kopf.OperatorRegistry:
-    """A fresh kopf registry with the operator's handlers (nothing global).
-
-    No admission handler: /mutate is served by `webhook.serve_webhook`, outside kopf.
-    """
-    registry = kopf.OperatorRegistry()
-    kopf.on.login(registry=registry, id="login")(kopf.login_via_client)
-    kopf.on.event(
-        "pods",
-        id="sidecar-not-injected",
-        annotations={INJECT: "true"},
-        when=watch.concerns,
-        registry=registry,
-    )(watch.on_pod)
-    return registry
-
-
-class NoDiffBase(kopf.DiffBaseStorage):
-    """kopf's diff base for change handlers (`@on.create`, `@on.update`...): none here.
-
-    On every event of every pod, kopf builds an "essence" of the pod and of its stored
-    last-handled state and diffs the two (three deep copies of the pod), whether or not a
-    handler will read the diff. Only change handlers do, and the operator has one
-    `@on.event` watch (safetynet.py); this storage makes that bookkeeping nothing, which
-    was most of the CPU kopf spent per pod event (docs/benchmarks.md).
-    """
-
-    def build(
-        self, *, body: kopf.Body, extra_fields: Iterable[Any] | None = None
-    ) -> kopf.BodyEssence:
-        return kopf.BodyEssence()
-
-    def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence | None:
-        return None
-
-    def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: kopf.BodyEssence) -> None:
-        return None
-
-
-def _kopf_settings(settings: OperatorSettings) -> kopf.OperatorSettings:
-    ks = kopf.OperatorSettings()
-    ks.persistence.diffbase_storage = NoDiffBase()
-    ks.posting.reporting_component = REPORTING_COMPONENT
-    ks.posting.reporting_instance = socket.gethostname()
-    ks.posting.event_name_prefix = "token-refresher-"
-    # Pods are a built-in resource: there are no CRDs or namespaces to follow, and not
-    # watching them keeps the RBAC to pods and events.
-    ks.scanning.disabled = True
-    return ks
-
-
-def _freeze_startup_heap() -> None:
-    """Leave what exists now out of the garbage collector's full passes (`gc.freeze`).
-
-    The imports (kopf, aiohttp, the kubernetes client, pydantic) leave about 190,000
-    objects that live as long as the process. CPython's full collection walks all of them
-    each time, and the watch makes one every few hundred pod events (each event's objects
-    age into the oldest generation): about 0.1 s per pass, 0.3 ms per pod on average
-    (docs/benchmarks.md). Frozen, they are never scanned again; the objects made per
-    event are collected as before. The garbage of the start-up is collected first, so it
-    is not frozen with the rest.
-    """
-    gc.collect()
-    gc.freeze()
 
 
 def _configure_logging(level: str) -> None:
@@ -296,11 +220,11 @@ async def run(*, settings: OperatorSettings, config: ClusterConfig) -> None:
         kopf.on.cleanup(registry=registry, id="stop-report-endpoint")(stopping)
         # kopf's Identity is a NewType of str that kopf does not export.
         identity: Any = operator_identity()
-        _freeze_startup_heap()
+        freeze_startup_heap()
         try:
             await kopf.operator(
                 registry=registry,
-                settings=_kopf_settings(settings),
+                settings=kopf_settings(settings),
                 identity=identity,
                 standalone=True,
                 clusterwide=True,

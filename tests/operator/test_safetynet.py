@@ -64,10 +64,10 @@ def test_kopf_calls_the_watch_only_for_pods_without_the_sidecar() -> None:
 
 def test_kopf_keeps_no_diff_base_for_the_watch() -> None:
     # Only change handlers read kopf's diff; building it copied every pod thrice per event.
-    from token_refresher_operator.app import NoDiffBase, _kopf_settings
     from token_refresher_operator.config import load_settings
+    from token_refresher_operator.kopfsetup import NoDiffBase, kopf_settings
 
-    settings = _kopf_settings(load_settings({"TOKEN_REFRESHER_OPERATOR_DEV": "true"}))
+    settings = kopf_settings(load_settings({"TOKEN_REFRESHER_OPERATOR_DEV": "true"}))
     storage = settings.persistence.diffbase_storage
     assert isinstance(storage, NoDiffBase)
     assert storage.build(body=kopf.Body(pod())) == {}
@@ -79,11 +79,11 @@ def test_the_start_up_heap_is_left_out_of_full_collections() -> None:
     # pod events, 0.1 s each (docs/benchmarks.md); frozen, they are never walked again.
     import gc
 
-    from token_refresher_operator.app import _freeze_startup_heap
+    from token_refresher_operator.kopfsetup import freeze_startup_heap
 
     before = gc.get_freeze_count()
     try:
-        _freeze_startup_heap()
+        freeze_startup_heap()
         assert gc.get_freeze_count() > before
     finally:
         gc.unfreeze()
