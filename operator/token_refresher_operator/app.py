@@ -13,7 +13,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
 import tempfile
+import threading
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
@@ -46,6 +48,29 @@ from token_refresher_operator.webhook import URL_PATH, AdmissionStats, Injector,
 __all__ = ["run"]
 
 logger = logging.getLogger(__name__)
+
+
+def _stop_on_signals_until_kopf_runs(*stops: asyncio.Event) -> None:
+    """SIGTERM and SIGINT stop the operator gracefully from now on, not only once kopf runs.
+
+    kopf installs its handlers when it starts, after the servers: the health port answers
+    before that, and a SIGTERM in between (a scale-down or a rollout just after the pod
+    came up) took the default action and killed the process mid-start. These handlers
+    raise the stop flags instead, and kopf, started with its flag already raised, stops at
+    once; kopf's own handlers replace them when it starts. Signals can be handled only in
+    the main thread (tests run the operator in others).
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return
+    loop = asyncio.get_running_loop()
+
+    def stop() -> None:
+        logger.info("stopping: a signal came before kopf started")
+        for flag in stops:
+            flag.set()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop)
 
 
 def _configure_logging(level: str) -> None:
@@ -155,6 +180,7 @@ async def run(*, settings: OperatorSettings, config: ClusterConfig) -> None:
 
         stop_reports = asyncio.Event()
         stop_kopf = asyncio.Event()
+        _stop_on_signals_until_kopf_runs(stop_reports, stop_kopf)
         # Started (and listening) before kopf: kopf treats tasks that appear while it runs
         # as its own and cancels them at exit after 5 s, which would cut the report
         # endpoint's drain short. The webhook comes first among the HTTPS servers, so DEV

@@ -75,8 +75,10 @@ class Release:
     def deployment(self) -> str:
         return f"{self.name}-token-refresher"
 
-    def operator_pods(self) -> list[dict[str, Any]]:
-        return pods_of(self.node, self.namespace, "app.kubernetes.io/component=operator")
+    def operator_pods(self, *, terminating: bool = False) -> list[dict[str, Any]]:
+        return pods_of(
+            self.node, self.namespace, "app.kubernetes.io/component=operator", terminating
+        )
 
     def scale(self, replicas: int) -> None:
         self.node.kubectl(
@@ -92,9 +94,11 @@ class Release:
             "--timeout=120s",
             timeout=130,
         )
+        # Terminating pods count until they are gone: one still draining serves /mutate
+        # (kube-proxy sends traffic to terminating endpoints when no other is left).
         wait_until(
-            f"{replicas} operator pods",
-            lambda: len(self.operator_pods()) == replicas,
+            f"{replicas} operator pods, none terminating",
+            lambda: len(self.operator_pods(terminating=True)) == replicas,
             120,
         )
 
@@ -255,9 +259,13 @@ def events_of(
     return list(json.loads(out)["items"])
 
 
-def pods_of(node: Node, namespace: str, selector: str) -> list[dict[str, Any]]:
+def pods_of(
+    node: Node, namespace: str, selector: str, terminating: bool = False
+) -> list[dict[str, Any]]:
+    """The pods `selector` selects; those being deleted too when `terminating`."""
     out = node.kubectl("-n", namespace, "get", "pods", "-l", selector, "-o", "json").stdout
-    return [p for p in json.loads(out)["items"] if not p["metadata"].get("deletionTimestamp")]
+    pods: list[dict[str, Any]] = json.loads(out)["items"]
+    return [p for p in pods if terminating or not p["metadata"].get("deletionTimestamp")]
 
 
 def app_calls(node: Node, namespace: str, pod: str) -> list[dict[str, Any]]:
