@@ -62,7 +62,7 @@ ENV PATH=/opt/venv/bin:$PATH \
 
 # The sidecar runs without docstrings and asserts (-OO: its asserts only narrow types) and
 # without the column tables of traceback carets (-X no_debug_ranges): the code of the ~500
-# modules it imports is ~2.2 MiB smaller resident (docs/benchmarks.md section 1). Its
+# modules it imports is ~2.4 MiB smaller resident (docs/benchmarks.md section 1). Its
 # bytecode, the venv's above and the standard library's here, is compiled with the same
 # flags at build time: the container writes none (PYTHONDONTWRITEBYTECODE, a read-only
 # user), and a module without its .opt-2.pyc would be compiled from source at every
