@@ -181,6 +181,9 @@ async def run(*, settings: OperatorSettings, config: ClusterConfig) -> None:
         stop_reports = asyncio.Event()
         stop_kopf = asyncio.Event()
         _stop_on_signals_until_kopf_runs(stop_reports, stop_kopf)
+        # Before anything listens: the collection it starts with pauses the process once,
+        # and no admission review or probe should wait for it.
+        freeze_startup_heap()
         # Started (and listening) before kopf: kopf treats tasks that appear while it runs
         # as its own and cancels them at exit after 5 s, which would cut the report
         # endpoint's drain short. The webhook comes first among the HTTPS servers, so DEV
@@ -246,7 +249,6 @@ async def run(*, settings: OperatorSettings, config: ClusterConfig) -> None:
         kopf.on.cleanup(registry=registry, id="stop-report-endpoint")(stopping)
         # kopf's Identity is a NewType of str that kopf does not export.
         identity: Any = operator_identity()
-        freeze_startup_heap()
         try:
             await kopf.operator(
                 registry=registry,

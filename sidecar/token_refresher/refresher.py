@@ -107,6 +107,7 @@ class Refresher:
             reporter.for_token(name) if reporter is not None else None
         )
         self._random = random or _random.random
+        self._pace = Pace(settings.refresh_ratio, settings.jitter, settings.min_refresh_interval)
         self._owns_client = client is None
         self._client = client or new_client(settings, transport=transport)
         self._idp = IdP(settings, self._client, self.clock)
@@ -320,10 +321,7 @@ class Refresher:
         # With a shared family only its holder refreshes, so there is no herd to spread,
         # and the claim it gives the others assumes the usual window (family.claim_seconds).
         first = self.refresh_count == 0 and self.family is None
-        pace = Pace(
-            self.settings.refresh_ratio, self.settings.jitter, self.settings.min_refresh_interval
-        )
-        plan = pace.first_refresh if first else pace.next_refresh
+        plan = self._pace.first_refresh if first else self._pace.next_refresh
         self.refresh_count += 1
         self.consecutive_failures = 0
         self._permanent_failures = 0
