@@ -102,6 +102,10 @@ class FamilyMember:
         self._pending: _Pending | None = None
         self._have_expiry: float | None = None
         self._fresh_at: float | None = None  # when _observed came from a watch event
+        # A claim write whose answer we never saw (cancelled by a stop): the apiserver
+        # may hold it, naming us, and nobody else may present until it runs out.
+        self._claim_unseen = False
+        self._stopping = False
         self.role: str = "unknown"
 
     # -- what /status and the metrics show -------------------------------------------
@@ -175,6 +179,12 @@ class FamilyMember:
                     permanent=True,
                 )
             # seed or present: claim the family by compare-and-swap, then present.
+            if self._stopping:
+                # A pod on its way out must not claim: it would hold the family with a
+                # `presenting` claim and then be killed, and the others would wait out
+                # the whole lease with their tokens expiring. The refresher abandons
+                # this attempt, as stop() promises.
+                raise asyncio.CancelledError
             lease = self._settings.family_lease
             if decision.action == "seed":
                 assert bootstrap is not None
@@ -184,10 +194,15 @@ class FamilyMember:
             else:
                 assert record is not None
                 claimed = record.claimed(self.identity, claim=lease)
+            # Set until the apiserver's answer is in: cut short (a stop, a timeout), the
+            # write may have been applied, and release() must go and look.
+            self._claim_unseen = True
             try:
                 observed = await self._write(observed, claimed)
             except Conflict:
+                self._claim_unseen = False
                 continue  # someone else wrote first: read again, decide again
+            self._claim_unseen = False
             mine = record is not None and record.holder == self.identity
             (log.debug if mine else log.info)(
                 f"claimed the token family: {decision.why}", extra={"secret": self.secret}
@@ -195,11 +210,21 @@ class FamilyMember:
             self.role = "holder"
             return await self._present(observed, claimed, present)
 
+    def stop(self) -> None:
+        """This pod is leaving: from now on it never claims the family (see `fetch`)."""
+        self._stopping = True
+
     async def release(self) -> None:
         """Hand the family back on shutdown, so another pod need not wait for the claim
         to run out. Best effort: a lost release costs one claim period."""
         if self._pending is not None:
             await self._flush_pending()  # one more try: a lost rotation is the worst case
+        if self._claim_unseen and self._pending is None:
+            # A claim cut short before its answer: if the apiserver took it, it names us
+            # as presenting a token we never sent, and it is ours to give back.
+            with contextlib.suppress(CoordinationError):
+                self._observe(await self._kube.get_secret(self.secret))
+                self._claim_unseen = False
         observed = self._observed
         if observed is None or self._pending is not None or not self.holds:
             return

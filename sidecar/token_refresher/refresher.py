@@ -170,6 +170,8 @@ class Refresher:
 
     def stop(self) -> None:
         """Make `run` return soon; an attempt in flight is abandoned, never half-written."""
+        if self.family is not None:
+            self.family.stop()  # before the loop wakes: a watch event may be due first
         self._stop.set()
 
     @property

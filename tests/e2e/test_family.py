@@ -114,6 +114,7 @@ class Apps:
     def __init__(self, node: Node, namespace: str) -> None:
         self.node, self.namespace = node, namespace
         self.calls: dict[str, list[dict[str, Any]]] = {}
+        self.sidecar_logs: dict[str, str] = {}
 
     def pods(self) -> list[str]:
         return [p["metadata"]["name"] for p in pods_of(self.node, self.namespace, "app=billing")]
@@ -123,12 +124,29 @@ class Apps:
             calls = app_calls(self.node, self.namespace, pod)
             if len(calls) >= len(self.calls.get(pod, [])):
                 self.calls[pod] = calls
+            # Kept for a failure's message: a pod scaled away takes its log with it.
+            log = self.node.kubectl(
+                "-n", self.namespace, "logs", pod, "-c", "token-refresher", check=False
+            ).stdout
+            if len(log) >= len(self.sidecar_logs.get(pod, "")):
+                self.sidecar_logs[pod] = log
 
     def assert_always_valid(self) -> None:
         self.collect()
         for pod, calls in self.calls.items():
             bad = bad_calls(calls)
-            assert not bad, f"{pod}: the app read a missing, expired or rejected token: {bad[:3]}"
+            assert not bad, (
+                f"{pod}: the app read a missing, expired or rejected token: {bad[:3]} "
+                f"({len(bad)} in all)\n{self._story()}"
+            )
+
+    def _story(self) -> str:
+        """Every pod's sidecar log (redacted by the sidecar itself): who held the family,
+        who waited, and what each said when the app found no token."""
+        return "\n".join(
+            f"--- sidecar of {pod} ---\n{log.rstrip()[-6000:]}"
+            for pod, log in self.sidecar_logs.items()
+        )
 
     def tokens_seen(self, pod: str) -> int:
         return len({c["sha"] for c in app_calls(self.node, self.namespace, pod) if "sha" in c})

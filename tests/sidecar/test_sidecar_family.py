@@ -19,6 +19,7 @@ from urllib.parse import parse_qs, urlsplit
 import httpx2
 import pytest
 
+from tests.support import wait_until_async
 from token_refresher import Settings
 from token_refresher.clock import SystemClock
 from token_refresher.errors import CoordinationError, TokenEndpointError
@@ -193,6 +194,9 @@ class FakeApiserver:
     objects: dict[str, dict[str, Any]] = field(default_factory=dict)
     forbidden: set[str] = field(default_factory=set)
     down: bool = False
+    # Seconds a patch's answer takes after the patch was applied: a write a stop cuts
+    # short may still have happened.
+    answer_delay: float = 0.0
     requests: list[str] = field(default_factory=list)
     version: int = 1
     changed: asyncio.Event = field(default_factory=asyncio.Event)
@@ -246,7 +250,10 @@ class FakeApiserver:
             else:
                 data[key] = value
         self.put(name, data)
-        return httpx2.Response(200, json=self.objects[name])
+        answer = httpx2.Response(200, json=self.objects[name])
+        if self.answer_delay:
+            await asyncio.sleep(self.answer_delay)
+        return answer
 
 
 @dataclass
@@ -505,6 +512,52 @@ async def test_a_stop_while_presenting_lets_the_rotated_token_be_stored(
     assert stored.refresh_token in rotating_idp.valid  # the newest, not the used one
     await a.release()
     assert decode(apiserver.objects[NAME]["data"]).holder is None
+
+
+async def test_a_stopping_pod_never_claims_the_family(pods, rotating_idp, apiserver) -> None:  # type: ignore[no-untyped-def]
+    # A scale-down: the holder releases, and a pod that is itself stopping sees that
+    # first. Claiming now would leave a `presenting` claim its SIGKILL never ends.
+    a, b = pods("pod-a"), pods("pod-b")
+    await a.fetch(rotating_idp.present)
+    await b.fetch(rotating_idp.present)
+    await a.release()
+    apiserver.requests.clear()
+    b.stop()
+    with pytest.raises(asyncio.CancelledError):
+        await b.fetch(rotating_idp.present)
+    assert "patch" not in apiserver.requests
+    assert decode(apiserver.objects[NAME]["data"]).holder is None
+    assert len(rotating_idp.presented) == 1
+
+
+async def test_a_claim_a_stop_cut_short_is_given_back(pods, rotating_idp, apiserver) -> None:  # type: ignore[no-untyped-def]
+    a, b, c = pods("pod-a"), pods("pod-b"), pods("pod-c")
+    for pod in (a, b, c):
+        await pod.fetch(rotating_idp.present)
+    await a.release()
+    apiserver.answer_delay = 5.0
+    claiming = asyncio.create_task(b.fetch(rotating_idp.present))
+    await wait_until_async(
+        "pod-b's claim applied",
+        lambda: decode(apiserver.objects[NAME]["data"]).holder,
+        5,
+        every=0.01,
+    )
+    claiming.cancel()  # SIGTERM before the apiserver's answer came back
+    with pytest.raises(asyncio.CancelledError):
+        await claiming
+    apiserver.answer_delay = 0.0
+    stored = decode(apiserver.objects[NAME]["data"])
+    assert (stored.holder, stored.presenting is not None) == ("pod-b", True)
+    await b.release()  # what the sidecar does on its way out
+    assert decode(apiserver.objects[NAME]["data"]).holder is None
+    # So the next pod presents at once instead of waiting out a 30-second claim.
+    started = time.monotonic()
+    await asyncio.wait_for(c.fetch(rotating_idp.present), 25)
+    assert time.monotonic() - started < 20  # the claim's lease is 30 s
+    assert c.holds
+    assert len(rotating_idp.presented) == 2
+    assert rotating_idp.replays() == []
 
 
 async def test_a_pod_recreated_under_the_same_name_is_someone_else(pods, rotating_idp) -> None:  # type: ignore[no-untyped-def]
