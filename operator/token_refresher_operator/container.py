@@ -43,13 +43,20 @@ from token_refresher_operator.sidecarenv import (
 __all__ = ["secret_mode", "sidecar_container", "sidecar_volumes"]
 
 
-def _probe(path: str, port: int, *, period: int, failures: int) -> Probe:
+def _probe(path: str, port: int, *, period: int, failures: int, timeout: int = 1) -> Probe:
     return {
         "httpGet": {"path": path, "port": port},
         "periodSeconds": period,
         "failureThreshold": failures,
-        "timeoutSeconds": 1,
+        "timeoutSeconds": timeout,
     }
+
+
+# The startup probe asks the sidecar to answer once the first token is on disk, waiting
+# up to this long: the app starts the moment its token is there, not at the next probe,
+# and the first second's "not yet" is no Warning Event. Fifteen such probes give a slow
+# IdP about a minute before the kubelet restarts the sidecar.
+STARTUP_WAIT = 4
 
 
 def secret_mode(pod: Pod) -> int:
@@ -135,8 +142,14 @@ def sidecar_container(
         "env": env,
         "volumeMounts": mounts,
         # The app containers start only once a valid token is on disk, so they never
-        # crash-loop waiting for the first one; 60 s covers a slow IdP at pod start.
-        "startupProbe": _probe("/readyz", port, period=1, failures=60),
+        # crash-loop waiting for the first one.
+        "startupProbe": _probe(
+            f"/readyz?wait={STARTUP_WAIT}",
+            port,
+            period=1,
+            failures=15,
+            timeout=STARTUP_WAIT + 1,
+        ),
         "readinessProbe": _probe("/readyz", port, period=10, failures=3),
         "livenessProbe": _probe("/healthz", port, period=10, failures=3),
         "resources": {kind: dict(amounts) for kind, amounts in config.sidecar.resources.items()},

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import socket
 import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -80,7 +81,8 @@ def load_settings() -> Settings | list[str]:
     return problems or settings
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, *, listening: socket.socket | None = None) -> int:
+    """The console script (entered through `boot`, which may pass the daemon's socket)."""
     argv = sys.argv[1:] if argv is None else argv
     # Every pod starts the daemon without arguments: argparse (and the gettext it pulls
     # in) would stay resident for a parser that is never used, so only --once and --help
@@ -94,7 +96,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure(loaded.log_format, loaded.log_level)
     if run_once:
         return asyncio.run(once(loaded))
-    return asyncio.run(serve(loaded))
+    return asyncio.run(serve(loaded, listening=listening))
 
 
 async def once(settings: Settings) -> int:
@@ -110,8 +112,15 @@ async def once(settings: Settings) -> int:
     return EXIT_OK if all(written.values()) else EXIT_NO_TOKEN
 
 
-async def serve(settings: Settings, *, refresher: Refresher | Refreshers | None = None) -> int:
-    """Run the daemon until SIGTERM/SIGINT (or `refresher.stop()`); returns the exit code."""
+async def serve(
+    settings: Settings,
+    *,
+    refresher: Refresher | Refreshers | None = None,
+    listening: socket.socket | None = None,
+) -> int:
+    """Run the daemon until SIGTERM/SIGINT (or `refresher.stop()`); returns the exit code.
+
+    `listening`: LISTEN's socket, bound before the settings were read (`boot`)."""
     loop = asyncio.get_running_loop()
     if refresher is None:
         reporter = None
@@ -124,7 +133,10 @@ async def serve(settings: Settings, *, refresher: Refresher | Refreshers | None 
         refresher = Refreshers.of({refresher.name: refresher})
     reporter = refresher.reporter
     host, port = parse_listen(settings.listen)
-    server = StatusServer(refresher, host, port)
+    if listening is not None and listening.getsockname()[1] != port:
+        listening.close()  # not what the settings say after all: bind as they do
+        listening = None
+    server = StatusServer(refresher, host, port, listening=listening)
     try:
         await server.start()
     except OSError as exc:

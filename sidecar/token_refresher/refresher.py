@@ -149,6 +149,9 @@ class Refresher:
         self._last_error: _LastError | None = None
         self._permanent_failures = 0  # in a row: how far up the permanent_delay ladder
         self._permanent_wait = False  # waiting after a permanent error
+        # Set (and replaced) whenever a token lands on disk: what a startup probe that
+        # asks to wait (`/readyz?wait=`) waits on, instead of polling.
+        self._landed = asyncio.Event()
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -348,6 +351,15 @@ class Refresher:
             log.info("token refreshed", extra=fields)
         if self._reports is not None:
             self._reports.success()
+        self._land()
+
+    def _land(self) -> None:
+        self._landed.set()
+        self._landed = asyncio.Event()
+
+    async def landed(self) -> None:
+        """Returns when this refresher next puts a valid token on disk."""
+        await self._landed.wait()
 
     def _failed(self, exc: RefreshFailure, started: float) -> None:
         now = self.clock.monotonic()
@@ -455,6 +467,7 @@ class Refresher:
             self._disk_expiry = (self.clock.monotonic() + expires_wall - now_wall, expires_wall)
             self._writer.adopt()
             self.metrics.token_expiry.set(expires_wall)
+            self._land()
             log.info(
                 "kept the token left by a previous run", extra={"expires_at": rfc3339(expires_wall)}
             )

@@ -11,6 +11,7 @@ another. The pod is ready only when every token is: an app reads all of its file
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Unpack
@@ -145,6 +146,18 @@ class Refreshers:
     def not_ready(self) -> dict[str, str]:
         """The tokens without a valid file, and their state."""
         return {name: r.state for name, r in self.refreshers.items() if not r.ready}
+
+    async def until_ready(self, seconds: float) -> None:
+        """Returns as soon as every token is ready, or after `seconds`."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                while self.not_ready():
+                    waits = [asyncio.ensure_future(r.landed()) for r in self.refreshers.values()]
+                    try:
+                        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+                    finally:
+                        for waiting in waits:
+                            waiting.cancel()
 
     def not_alive(self) -> list[str]:
         return [name for name, r in self.refreshers.items() if not r.alive]

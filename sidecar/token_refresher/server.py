@@ -5,6 +5,10 @@ or a Prometheus scrape — one GET, one response, connection closed. A web frame
 would double the sidecar's memory for four fixed routes. Requests are bounded in size
 and time so a stuck client cannot hold a connection (or memory) for long. One server
 answers for every token of the sidecar (`Refreshers`): ready when all of them are.
+`/readyz?wait=S` answers as soon as the tokens are ready, or after S seconds: the
+injected startup probe asks so, and the app starts the moment its token is on disk
+instead of at the kubelet's next probe, with no "Startup probe failed" Warning for the
+second the first token takes.
 """
 
 from __future__ import annotations
@@ -12,8 +16,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import socket
 from collections.abc import Callable
+from urllib.parse import parse_qs, urlsplit
 
+from .boot import parse_listen
 from .logs import get_logger
 from .metrics import CONTENT_TYPE
 from .refresher import Refresher
@@ -25,6 +32,8 @@ log = get_logger(__name__)
 
 _MAX_HEAD = 8192
 _READ_TIMEOUT = 5.0
+# The longest `/readyz?wait=` honoured: a probe's timeoutSeconds is never much more.
+MAX_READY_WAIT = 60.0
 _REASONS = {
     200: "OK",
     404: "Not Found",
@@ -36,21 +45,24 @@ _REASONS = {
 Response = tuple[int, str, bytes]
 
 
-def parse_listen(listen: str) -> tuple[str, int]:
-    """`host:port` (IPv6 as `[::]:8099`) to (host, port)."""
-    host, _, port = listen.rpartition(":")
-    return host.strip("[]") or "0.0.0.0", int(port)
-
-
 class StatusServer:
     """Serves the health, status and metrics of a sidecar's refreshers on LISTEN."""
 
-    def __init__(self, refresher: Refresher | Refreshers, host: str, port: int) -> None:
+    def __init__(
+        self,
+        refresher: Refresher | Refreshers,
+        host: str,
+        port: int,
+        *,
+        listening: socket.socket | None = None,
+    ) -> None:
+        """`listening`: a socket already bound to (host, port) and listening (`boot`)."""
         if isinstance(refresher, Refresher):
             refresher = Refreshers.of({refresher.name: refresher})
         self._refresher = refresher
         self._host = host
         self._port = port
+        self._listening = listening
         self._server: asyncio.Server | None = None
         self._routes: dict[str, Callable[[], Response]] = {
             "/healthz": self._healthz,
@@ -67,6 +79,11 @@ class StatusServer:
         return int(self._server.sockets[0].getsockname()[1])
 
     async def start(self) -> None:
+        if self._listening is not None:
+            self._server = await asyncio.start_server(
+                self._handle, sock=self._listening, limit=_MAX_HEAD
+            )
+            return
         self._server = await asyncio.start_server(
             self._handle, self._host, self._port, limit=_MAX_HEAD
         )
@@ -106,6 +123,22 @@ class StatusServer:
     def _metrics(self) -> Response:
         return 200, CONTENT_TYPE, self._refresher.metrics.render()
 
+    async def answer(self, method: str, target: str) -> Response:
+        """`respond`, after waiting for the tokens when `/readyz` asks to (`?wait=S`)."""
+        path, _, query = target.partition("?")
+        if path == "/readyz" and query:
+            values = parse_qs(urlsplit(target).query).get("wait", [])
+            try:
+                wait = float(values[-1]) if values else 0.0
+            except ValueError:
+                wait = -1.0
+            if not 0 <= wait <= MAX_READY_WAIT:  # also NaN
+                message = f"wait must be seconds from 0 to {MAX_READY_WAIT:g}\n"
+                return 400, "text/plain", message.encode()
+            if wait and self._refresher.not_ready():
+                await self._refresher.until_ready(wait)
+        return self.respond(method, target)
+
     def respond(self, method: str, target: str) -> Response:
         """The response to one request line. Pure routing, tested without sockets."""
         route = self._routes.get(target.split("?", 1)[0])
@@ -126,7 +159,7 @@ class StatusServer:
                 method = "GET"
             else:
                 method, target = parts[0], parts[1]
-                status, ctype, body = self.respond(method, target)
+                status, ctype, body = await self.answer(method, target)
             payload = b"" if method == "HEAD" else body
             writer.write(
                 f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}\r\n"

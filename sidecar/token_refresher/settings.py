@@ -40,6 +40,7 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from .boot import DEFAULT_LISTEN
 from .combinations import combination_problems
 from .kinds import ClientAuth, Grant
 from .named import CREDENTIAL_FIELDS, MAX_TOKENS, TOKEN_FIELDS, TOKEN_NAME, named_tokens
@@ -176,7 +177,7 @@ class Settings(EnvOrValues):
     """Ceiling in seconds of the retry delay after a permanent error (invalid_client,
     invalid_grant with no fallback): retried at growing intervals from a few seconds up to
     this, and at once when a credential file changes."""
-    listen: str = "0.0.0.0:8099"
+    listen: str = DEFAULT_LISTEN
     """host:port of /healthz, /readyz, /metrics, /status."""
     report_url: AnyHttpUrl | None = None
     """Operator endpoint that turns failures into pod Events."""

@@ -104,6 +104,17 @@ def test_three_replicas_read_tokens_the_idp_accepts_across_three_refreshes(
     assert not any("client-secret" in m for m in app_mounts)
     env = node.kubectl("-n", node_namespace, "exec", pods[0], "-c", "app", "--", "env").stdout
     assert idp.basic.client_secret not in env
+    # The startup probe waits for the first token (`/readyz?wait=`) instead of failing
+    # until it is there: no pod says "Startup probe failed ... statuscode: 503". (A probe
+    # in the interpreter's first ~50 ms, before the port listens, may still be refused;
+    # tests/sidecar/test_sidecar_boot.py shows how early it listens.)
+    for name in pods:
+        failed = [
+            e["message"]
+            for e in events_of(node, node_namespace, name, "Unhealthy")
+            if "Startup probe" in e["message"] and "refused" not in e["message"]
+        ]
+        assert not failed, f"{name}: {failed}"
 
 
 def test_the_deployment_runs_in_a_namespace_that_enforces_restricted(

@@ -124,10 +124,10 @@ def test_annotated_pod_is_stored_with_the_sidecar(
     }
     assert env["TOKEN_REFRESHER_REPORT_CA"].startswith("-----BEGIN CERTIFICATE-----")
     assert sidecar["startupProbe"] == {
-        "httpGet": {"path": "/readyz", "port": 8099, "scheme": "HTTP"},
+        "httpGet": {"path": "/readyz?wait=4", "port": 8099, "scheme": "HTTP"},
         "periodSeconds": 1,
-        "failureThreshold": 60,
-        "timeoutSeconds": 1,
+        "failureThreshold": 15,
+        "timeoutSeconds": 5,
         "successThreshold": 1,
     }
     assert sidecar["readinessProbe"]["httpGet"]["path"] == "/readyz"

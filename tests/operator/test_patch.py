@@ -141,10 +141,10 @@ def test_client_credentials_pod_gets_the_whole_sidecar() -> None:
         "TOKEN_REFRESHER_REPORT_AUDIENCE": AUD,
     }
     assert side["startupProbe"] == {
-        "httpGet": {"path": "/readyz", "port": 8099},
+        "httpGet": {"path": "/readyz?wait=4", "port": 8099},
         "periodSeconds": 1,
-        "failureThreshold": 60,
-        "timeoutSeconds": 1,
+        "failureThreshold": 15,
+        "timeoutSeconds": 5,
     }
     assert side["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": 8099}
     assert side["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": 8099}

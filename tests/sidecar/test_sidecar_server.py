@@ -113,3 +113,31 @@ async def test_garbage_and_silent_clients_do_not_break_the_server(served) -> Non
     writer.close()  # hangs up without a word
     await writer.wait_closed()
     assert (await client.get("/readyz")).status_code == 503
+
+
+async def test_readyz_wait_answers_the_moment_the_first_token_is_written(served) -> None:
+    refresher, client = served
+    probe = asyncio.create_task(client.get("/readyz?wait=30"))
+    await asyncio.sleep(0.2)
+    assert not probe.done()  # held open while there is no token, not answered 503
+    assert await refresher.refresh()
+    response = await asyncio.wait_for(probe, 10)  # far sooner than its 30 s
+    assert response.status_code == 200
+
+
+async def test_readyz_wait_gives_up_with_the_usual_503(served) -> None:
+    _, client = served
+    response = await client.get("/readyz?wait=0.3")
+    assert response.status_code == 503
+    assert "no valid token: default (starting)" in response.text
+
+
+async def test_readyz_wait_when_ready_answers_at_once_and_bad_waits_are_refused(served) -> None:
+    refresher, client = served
+    for bad in ("soon", "-1", "61", "nan"):
+        response = await client.get(f"/readyz?wait={bad}")
+        assert response.status_code == 400, bad
+        assert "wait must be seconds from 0 to 60" in response.text
+    assert (await client.get("/readyz?wait=0")).status_code == 503
+    assert await refresher.refresh()
+    assert (await asyncio.wait_for(client.get("/readyz?wait=60"), 10)).status_code == 200

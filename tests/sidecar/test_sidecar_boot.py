@@ -1,0 +1,74 @@
+"""The console script listens before it loads the daemon (`token_refresher.boot`): a probe
+that connects in the process's first moments is queued, not refused, and answered."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from tests.support import free_port
+from token_refresher import Refresher, StatusServer, boot
+
+
+def test_the_port_is_listening_before_the_libraries_are_loaded() -> None:
+    port = free_port()
+    program = (
+        "import sys, json\n"
+        "from token_refresher import boot\n"
+        f"sock = boot.listen_early({{'TOKEN_REFRESHER_LISTEN': '127.0.0.1:{port}'}})\n"
+        "heavy = ['pydantic', 'httpx2', 'prometheus_client', 'token_refresher.cli']\n"
+        "print(json.dumps({'bound': sock.getsockname()[1],"
+        " 'loaded': [m for m in heavy if m in sys.modules]}))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", program], capture_output=True, text=True, timeout=30, check=True
+    )
+    assert json.loads(out.stdout) == {"bound": port, "loaded": []}
+
+
+@pytest.mark.parametrize(
+    "listen", ["nowhere", "localhost:8099", "127.0.0.1:0", "127.0.0.1:99999", "[::1]:x"]
+)
+def test_what_it_cannot_bind_plainly_is_left_to_the_settings(listen: str) -> None:
+    assert boot.listen_early({"TOKEN_REFRESHER_LISTEN": listen}) is None
+
+
+def test_a_port_in_use_is_left_to_the_settings_and_arguments_bind_nothing(monkeypatch) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = f"127.0.0.1:{taken.getsockname()[1]}"
+        assert boot.listen_early({"TOKEN_REFRESHER_LISTEN": busy}) is None
+
+    def refuse(environ: object) -> None:
+        raise AssertionError("--help must not listen")
+
+    monkeypatch.setattr(boot, "listen_early", refuse)
+    with pytest.raises(SystemExit) as exited:
+        boot.main(["--help"])
+    assert exited.value.code == 0
+
+
+async def test_a_connection_queued_before_the_server_started_is_answered(
+    make_settings, idp, clock, half
+) -> None:
+    port = free_port()
+    sock = boot.listen_early({"TOKEN_REFRESHER_LISTEN": f"127.0.0.1:{port}"})
+    assert sock is not None
+    # The kubelet's probe, while the daemon is still importing its libraries.
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"GET /readyz?wait=10 HTTP/1.1\r\nHost: x\r\n\r\n")
+    await writer.drain()
+    refresher = Refresher(make_settings(), transport=idp.transport, clock=clock, random=half)
+    async with refresher, StatusServer(refresher, "127.0.0.1", port, listening=sock) as server:
+        assert server.port == port
+        assert await refresher.refresh()  # the first token, then the probe's answer
+        answer = await asyncio.wait_for(reader.read(), 10)
+    writer.close()
+    await writer.wait_closed()
+    assert answer.startswith(b"HTTP/1.1 200 OK")
