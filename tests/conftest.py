@@ -27,7 +27,7 @@ from tests.support.secrets import secrets_in
 if TYPE_CHECKING:
     from tests.node import Node
 
-pytest_plugins = ["tests.idp"]
+pytest_plugins = ["tests.idp", "tests.support.sigterm"]
 
 _MARK = "TOKEN_REFRESHER_TEST_RUN"
 
