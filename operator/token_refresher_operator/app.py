@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import socket
 import tempfile
 import threading
 from collections.abc import Callable, Coroutine
@@ -92,8 +93,15 @@ async def _start(
     return task
 
 
-async def run(*, settings: OperatorSettings, config: ClusterConfig) -> None:
-    """Run until SIGTERM/SIGINT, or until the webhook or the report endpoint fails."""
+async def run(
+    *,
+    settings: OperatorSettings,
+    config: ClusterConfig,
+    health_socket: socket.socket | None = None,
+) -> None:
+    """Run until SIGTERM/SIGINT, or until the webhook or the report endpoint fails.
+
+    `health_socket`: the health port, bound and listening since the process started."""
     _configure_logging(settings.log_level)
     api_client = kube_api_client()
     with contextlib.ExitStack() as cleanup:
@@ -197,6 +205,7 @@ async def run(*, settings: OperatorSettings, config: ClusterConfig) -> None:
                 ),
                 stop=stop_reports,
                 started=started,
+                listening=health_socket,
             ),
             name="health port",
         )

@@ -9,8 +9,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
+import socket
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+
+from token_refresher.boot import listen_early
 
 __all__ = ["main"]
 
@@ -34,7 +38,27 @@ def _epilog() -> str:
     return "\n".join(lines)
 
 
+def _health_socket(environ: Mapping[str, str]) -> socket.socket | None:
+    """The health port, bound before kopf and the kubernetes client are imported (a few
+    seconds on a busy node): the kubelet's first probe then waits in the queue for the
+    health server instead of being refused, which would be a Warning on every start.
+    The defaults are OperatorSettings'; the settings' own port wins if they differ."""
+    host = environ.get("TOKEN_REFRESHER_OPERATOR_LISTEN_HOST", "0.0.0.0")
+    port = environ.get("TOKEN_REFRESHER_OPERATOR_HEALTH_PORT", "8080")
+    return listen_early(f"{host}:{port}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    health = None if argv else _health_socket(os.environ)  # only a running operator
+    try:
+        return _main(argv, health)
+    finally:
+        if health is not None:
+            health.close()  # a configuration error, or the health server is done with it
+
+
+def _main(argv: Sequence[str], health: socket.socket | None) -> int:
     # The sidecar image ships this script too, without the operator extra: say what to
     # install instead of a traceback.
     try:
@@ -76,7 +100,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from token_refresher_operator.app import run
 
     try:
-        asyncio.run(run(settings=settings, config=config))
+        asyncio.run(run(settings=settings, config=config, health_socket=health))
     except KeyboardInterrupt:
         return EXIT_OK
     except Exception as exc:

@@ -10,6 +10,7 @@ event loop runs, which is what liveness means for it.
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import Callable
 
 from aiohttp import web
@@ -44,12 +45,19 @@ async def serve_health(
     app: web.Application,
     stop: asyncio.Event,
     started: asyncio.Event | None = None,
+    listening: socket.socket | None = None,
 ) -> None:
-    """Serve `app` on host:port until `stop` is set."""
+    """Serve `app` on host:port until `stop` is set; on `listening` instead, when the
+    process bound that port before it loaded kopf (`cli.main`)."""
     runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
     await runner.setup()
     try:
-        await web.TCPSite(runner, host, port).start()
+        if listening is not None and listening.getsockname()[1] == port:
+            await web.SockSite(runner, listening).start()
+        else:
+            if listening is not None:
+                listening.close()  # the settings name another port after all
+            await web.TCPSite(runner, host, port).start()
         if started is not None:
             started.set()
         await stop.wait()

@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import socket
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 __all__ = ["DEFAULT_LISTEN", "listen_early", "main", "parse_listen"]
 
@@ -29,11 +29,11 @@ def parse_listen(listen: str) -> tuple[str, int]:
     return host.strip("[]") or "0.0.0.0", int(port)
 
 
-def listen_early(environ: Mapping[str, str]) -> socket.socket | None:
-    """A listening socket on the daemon's LISTEN address, or None if that cannot be had
-    without the settings' checks (they will say why)."""
+def listen_early(address: str) -> socket.socket | None:
+    """A listening socket on `host:port`, or None if that cannot be had without the
+    settings' checks (they will say why). The operator's health port uses it too."""
     try:
-        host, port = parse_listen(environ.get(_LISTEN_ENV, DEFAULT_LISTEN))
+        host, port = parse_listen(address)
         family = _family_of(host)
         if family is None or not 0 < port <= 65535:
             return None  # a host name, or "any port": the server resolves and picks
@@ -66,7 +66,8 @@ def _family_of(host: str) -> socket.AddressFamily | None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    listening = None if argv else listen_early(os.environ)  # only the daemon listens
+    # Only the daemon listens; --once and --help do not.
+    listening = None if argv else listen_early(os.environ.get(_LISTEN_ENV, DEFAULT_LISTEN))
     from .cli import main as cli_main
 
     return cli_main(argv, listening=listening)

@@ -280,8 +280,12 @@ def test_operator_pod_mounts_an_api_token_but_the_service_account_does_not(
 
 def test_operator_probes_use_the_health_port(rendered: Rendered) -> None:
     [container] = rendered.operator_pod["containers"]
-    for probe in ("livenessProbe", "readinessProbe"):
+    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
         assert container[probe]["httpGet"] == {"path": "/healthz", "port": "health"}
+    # The first probe waits for the health server on the early-bound port (cli.main):
+    # long enough for kopf to load on a busy node, and asked from the first second.
+    assert container["startupProbe"]["periodSeconds"] == 1
+    assert container["startupProbe"]["timeoutSeconds"] >= 30
 
 
 def test_operator_env_and_mounts_follow_the_contract(rendered: Rendered) -> None:

@@ -20,7 +20,7 @@ def test_the_port_is_listening_before_the_libraries_are_loaded() -> None:
     program = (
         "import sys, json\n"
         "from token_refresher import boot\n"
-        f"sock = boot.listen_early({{'TOKEN_REFRESHER_LISTEN': '127.0.0.1:{port}'}})\n"
+        f"sock = boot.listen_early('127.0.0.1:{port}')\n"
         "heavy = ['pydantic', 'httpx2', 'prometheus_client', 'token_refresher.cli']\n"
         "print(json.dumps({'bound': sock.getsockname()[1],"
         " 'loaded': [m for m in heavy if m in sys.modules]}))\n"
@@ -35,7 +35,7 @@ def test_the_port_is_listening_before_the_libraries_are_loaded() -> None:
     "listen", ["nowhere", "localhost:8099", "127.0.0.1:0", "127.0.0.1:99999", "[::1]:x"]
 )
 def test_what_it_cannot_bind_plainly_is_left_to_the_settings(listen: str) -> None:
-    assert boot.listen_early({"TOKEN_REFRESHER_LISTEN": listen}) is None
+    assert boot.listen_early(listen) is None
 
 
 def test_a_port_in_use_is_left_to_the_settings_and_arguments_bind_nothing(monkeypatch) -> None:
@@ -43,9 +43,9 @@ def test_a_port_in_use_is_left_to_the_settings_and_arguments_bind_nothing(monkey
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         busy = f"127.0.0.1:{taken.getsockname()[1]}"
-        assert boot.listen_early({"TOKEN_REFRESHER_LISTEN": busy}) is None
+        assert boot.listen_early(busy) is None
 
-    def refuse(environ: object) -> None:
+    def refuse(address: str) -> None:
         raise AssertionError("--help must not listen")
 
     monkeypatch.setattr(boot, "listen_early", refuse)
@@ -58,7 +58,7 @@ async def test_a_connection_queued_before_the_server_started_is_answered(
     make_settings, idp, clock, half
 ) -> None:
     port = free_port()
-    sock = boot.listen_early({"TOKEN_REFRESHER_LISTEN": f"127.0.0.1:{port}"})
+    sock = boot.listen_early(f"127.0.0.1:{port}")
     assert sock is not None
     # The kubelet's probe, while the daemon is still importing its libraries.
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
