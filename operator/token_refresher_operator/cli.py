@@ -7,8 +7,6 @@ traceback. `--check` stops there, which is handy in a chart test or a CI job.
 
 from __future__ import annotations
 
-import argparse
-import asyncio
 import os
 import socket
 import sys
@@ -59,6 +57,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _main(argv: Sequence[str], health: socket.socket | None) -> int:
+    # Imported here, after the health port is bound (`main`), as is everything else.
+    import argparse
+    import asyncio
+
     # The sidecar image ships this script too, without the operator extra: say what to
     # install instead of a traceback.
     try:

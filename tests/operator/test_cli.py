@@ -121,3 +121,16 @@ async def test_a_probe_queued_on_the_early_socket_is_answered_by_the_health_serv
     stop.set()
     await server
     assert answer.startswith(b"HTTP/1.1 200 OK")
+
+
+def test_the_console_script_module_loads_nothing_heavy_before_it_binds() -> None:
+    # `main` binds the health port first; what importing its module loads comes before.
+    program = (
+        "import json, sys, token_refresher_operator.cli\n"
+        "heavy = ['pydantic', 'kopf', 'kubernetes', 'aiohttp', 'asyncio']\n"
+        "print(json.dumps([m for m in heavy if m in sys.modules]))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", program], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert out.stdout.strip() == "[]"

@@ -31,6 +31,7 @@ def test_importing_the_settings_loads_no_http_client_metrics_or_cli() -> None:
     assert loaded <= {
         "token_refresher.settings",
         "token_refresher.boot",  # DEFAULT_LISTEN: sockets only
+        "token_refresher.lazy",  # the package's __getattr__
         "token_refresher.combinations",
         "token_refresher.kinds",
         "token_refresher.named",
