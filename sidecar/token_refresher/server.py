@@ -18,7 +18,7 @@ import contextlib
 import json
 import socket
 from collections.abc import Callable
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs
 
 from .boot import parse_listen
 from .logs import get_logger
@@ -126,8 +126,8 @@ class StatusServer:
     async def answer(self, method: str, target: str) -> Response:
         """`respond`, after waiting for the tokens when `/readyz` asks to (`?wait=S`)."""
         path, _, query = target.partition("?")
-        if path == "/readyz" and query:
-            values = parse_qs(urlsplit(target).query).get("wait", [])
+        if path == "/readyz" and query and method in ("GET", "HEAD"):
+            values = parse_qs(query).get("wait", [])
             try:
                 wait = float(values[-1]) if values else 0.0
             except ValueError:

@@ -139,5 +139,6 @@ async def test_readyz_wait_when_ready_answers_at_once_and_bad_waits_are_refused(
         assert response.status_code == 400, bad
         assert "wait must be seconds from 0 to 60" in response.text
     assert (await client.get("/readyz?wait=0")).status_code == 503
+    assert (await asyncio.wait_for(client.post("/readyz?wait=60"), 10)).status_code == 405
     assert await refresher.refresh()
     assert (await asyncio.wait_for(client.get("/readyz?wait=60"), 10)).status_code == 200
