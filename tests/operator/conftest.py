@@ -18,10 +18,13 @@ from tests.support.operator import (
 )
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def operator(
     cluster: ControlPlane, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[OperatorProcess]:
+    # For this package only: the dev operator registers a webhook for every annotated pod
+    # of the shared control plane, and other packages' tests (tests/chart's admission
+    # tests) judge which webhooks the apiserver calls; it unregisters when it stops.
     cluster.kubectl("create", "namespace", OPERATOR_NAMESPACE, check=False)
     op = start_operator(cluster, tmp_path_factory.mktemp("operator"))
     try:
