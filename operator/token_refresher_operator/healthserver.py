@@ -15,6 +15,8 @@ from collections.abc import Callable
 
 from aiohttp import web
 
+from token_refresher.boot import take
+
 from .metrics import CONTENT_TYPE, OperatorMetrics
 
 __all__ = ["make_health_app", "serve_health"]
@@ -52,11 +54,10 @@ async def serve_health(
     runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
     await runner.setup()
     try:
-        if listening is not None and listening.getsockname()[1] == port:
-            await web.SockSite(runner, listening).start()
+        early = take(listening, port)
+        if early is not None:
+            await web.SockSite(runner, early).start()
         else:
-            if listening is not None:
-                listening.close()  # the settings name another port after all
             await web.TCPSite(runner, host, port).start()
         if started is not None:
             started.set()

@@ -17,7 +17,7 @@ import socket
 import sys
 from collections.abc import Sequence
 
-__all__ = ["DEFAULT_LISTEN", "listen_early", "main", "parse_listen"]
+__all__ = ["DEFAULT_LISTEN", "listen_early", "main", "parse_listen", "take"]
 
 DEFAULT_LISTEN = "0.0.0.0:8099"
 _LISTEN_ENV = "TOKEN_REFRESHER_LISTEN"
@@ -52,6 +52,15 @@ def listen_early(address: str) -> socket.socket | None:
         sock.close()
         return None
     return sock
+
+
+def take(listening: socket.socket | None, port: int) -> socket.socket | None:
+    """The early socket for a server about to listen on `port`: itself when it is bound
+    there, else None after closing it (the settings named another port after all)."""
+    if listening is not None and listening.getsockname()[1] != port:
+        listening.close()
+        return None
+    return listening
 
 
 def _family_of(host: str) -> socket.AddressFamily | None:

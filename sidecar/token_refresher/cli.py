@@ -133,9 +133,6 @@ async def serve(
         refresher = Refreshers.of({refresher.name: refresher})
     reporter = refresher.reporter
     host, port = parse_listen(settings.listen)
-    if listening is not None and listening.getsockname()[1] != port:
-        listening.close()  # not what the settings say after all: bind as they do
-        listening = None
     server = StatusServer(refresher, host, port, listening=listening)
     try:
         await server.start()

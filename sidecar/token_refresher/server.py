@@ -20,7 +20,7 @@ import socket
 from collections.abc import Callable
 from urllib.parse import parse_qs
 
-from .boot import parse_listen
+from .boot import parse_listen, take
 from .logs import get_logger
 from .metrics import CONTENT_TYPE
 from .refresher import Refresher
@@ -56,7 +56,8 @@ class StatusServer:
         *,
         listening: socket.socket | None = None,
     ) -> None:
-        """`listening`: a socket already bound to (host, port) and listening (`boot`)."""
+        """`listening`: a socket bound and listening since the process started (`boot`),
+        served when it is on `port`."""
         if isinstance(refresher, Refresher):
             refresher = Refreshers.of({refresher.name: refresher})
         self._refresher = refresher
@@ -79,10 +80,9 @@ class StatusServer:
         return int(self._server.sockets[0].getsockname()[1])
 
     async def start(self) -> None:
-        if self._listening is not None:
-            self._server = await asyncio.start_server(
-                self._handle, sock=self._listening, limit=_MAX_HEAD
-            )
+        listening = take(self._listening, self._port)
+        if listening is not None:
+            self._server = await asyncio.start_server(self._handle, sock=listening, limit=_MAX_HEAD)
             return
         self._server = await asyncio.start_server(
             self._handle, self._host, self._port, limit=_MAX_HEAD
@@ -135,8 +135,8 @@ class StatusServer:
             if not 0 <= wait <= MAX_READY_WAIT:  # also NaN
                 message = f"wait must be seconds from 0 to {MAX_READY_WAIT:g}\n"
                 return 400, "text/plain", message.encode()
-            if wait and self._refresher.not_ready():
-                await self._refresher.until_ready(wait)
+            if wait:
+                await self._refresher.until_ready(wait)  # at once when ready already
         return self.respond(method, target)
 
     def respond(self, method: str, target: str) -> Response:

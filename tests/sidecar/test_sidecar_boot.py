@@ -72,3 +72,13 @@ async def test_a_connection_queued_before_the_server_started_is_answered(
     writer.close()
     await writer.wait_closed()
     assert answer.startswith(b"HTTP/1.1 200 OK")
+
+
+def test_a_server_takes_the_early_socket_only_on_its_own_port() -> None:
+    sock = boot.listen_early(f"127.0.0.1:{free_port()}")
+    assert sock is not None
+    with sock:
+        assert boot.take(sock, sock.getsockname()[1]) is sock
+        assert boot.take(sock, sock.getsockname()[1] + 1) is None  # settings differ
+        assert sock.fileno() == -1  # closed, so the server binds its own
+    assert boot.take(None, 8099) is None
