@@ -154,7 +154,12 @@ def _carried_on(sidecar, run: int) -> None:
         for m in messages
     )
     wrote = any(m.startswith("token refreshed") for m in messages)
-    assert looked or wrote or len(messages) <= 1, messages
+    # Killed in the middle of the look: nothing yet but the start line and the temporary
+    # files removed as the look begins (logged before the verdict on the token file).
+    mid_look = all(
+        m.startswith("token-refresher started") or "temporary files left by" in m for m in messages
+    )
+    assert looked or wrote or mid_look, messages
 
 
 def test_sigterm_mid_refresh_leaves_a_whole_file_and_exit_0(idps, sidecars) -> None:
