@@ -37,6 +37,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import quote_plus
 
 import httpx2
 import pytest
@@ -49,6 +50,7 @@ from tests.support import WaitTimeout, free_port, http_ok, stop_process, wait_un
 
 __all__ = [
     "ACCESS_TOKEN_TYPE",
+    "DEX_GRANTS",
     "DEX_USER",
     "ID_TOKEN_TYPE",
     "OIDC_USER",
@@ -135,7 +137,11 @@ class OAuthClient:
         data = dict(params)
         kwargs: dict[str, Any] = {"data": data}
         if self.auth_method == "client_secret_basic":
-            kwargs["auth"] = (self.client_id, self.client_secret or "")
+            # RFC 6749 section 2.3.1: each form-encoded before HTTP Basic joins them.
+            kwargs["auth"] = (
+                quote_plus(self.client_id, safe=""),
+                quote_plus(self.client_secret or "", safe=""),
+            )
         elif self.auth_method == "client_secret_post":
             data.update(client_id=self.client_id, client_secret=self.client_secret or "")
         elif self.auth_method == "private_key_jwt":
@@ -585,14 +591,14 @@ _DEX_USER_ENTRY = {
     "username": "alice",
     "userID": "08a8684b-db88-4b73-90a9-3cd1661f5466",
 }
-_DEX_GRANTS = ("authorization_code", "refresh_token", "password", TOKEN_EXCHANGE)
+DEX_GRANTS = ("authorization_code", "refresh_token", "password", TOKEN_EXCHANGE)
 
 
 def default_dex_clients() -> list[OAuthClient]:
     return [
-        OAuthClient("dex-basic", "client_secret_basic", "dex-basic-secret", _DEX_GRANTS),
-        OAuthClient("dex-post", "client_secret_post", "dex-post-secret", _DEX_GRANTS),
-        OAuthClient("dex-public", "none", None, _DEX_GRANTS),
+        OAuthClient("dex-basic", "client_secret_basic", "dex-basic-secret", DEX_GRANTS),
+        OAuthClient("dex-post", "client_secret_post", "dex-post-secret", DEX_GRANTS),
+        OAuthClient("dex-public", "none", None, DEX_GRANTS),
     ]
 
 
@@ -804,7 +810,7 @@ class DexFactory:
         clients: Sequence[OAuthClient] | None = None,
         refresh_reuse_interval: int = 0,
         rotate_refresh_tokens: bool = True,
-        grant_types: Sequence[str] = _DEX_GRANTS,
+        grant_types: Sequence[str] = DEX_GRANTS,
         timeout: float = 30.0,
     ) -> Dex:
         workdir = self.base_dir / f"dex-{len(self.started)}"

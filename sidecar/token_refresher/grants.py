@@ -3,23 +3,29 @@
 One function per question. `grant_params` builds the form of each grant —
 client_credentials (RFC 6749 section 4.4), refresh_token (section 6), token exchange
 (RFC 8693 section 2.1) and jwt-bearer (RFC 7523 section 2.1) — and `client_auth` the
-authentication of the client (RFC 6749 section 2.3, RFC 7523 section 2.2). Client
-authentication is authlib's: its `ClientAuth` encoders and `PrivateKeyJWT` signer,
-driven by `_AuthlibAuth`, the same few lines as the `OAuth2ClientAuth` of authlib's
-httpx integration. We import neither that integration (it pulls in anyio and ~12 MiB
-of resident memory for a sidecar meant to stay near 40) nor `AsyncOAuth2Client`:
-its `fetch_token` reads unbounded bodies and keeps its own token state and expiry
-(with the 60 s leeway of authlib issue #716), and this sidecar owns all three. What
-authlib leaves to us in a private_key_jwt assertion is its header `kid` and its
-lifetime (`ASSERTION_LIFETIME`, not authlib's hour).
+authentication of the client (RFC 6749 section 2.3, RFC 7523 section 2.2) as an httpx2
+`Auth`, `_ClientAuth`: a Basic header or form fields added to the request. The
+private_key_jwt assertion is signed by authlib's `PrivateKeyJWT`, imported only for that
+method; what authlib leaves to us there is the header `kid` and the lifetime
+(`ASSERTION_LIFETIME`, not authlib's hour). The other methods are a header or two form
+fields, written here: authlib's encoders for them live in `authlib.oauth2`, whose package
+import loads its whole authorization server (42 modules, 1 MiB of a sidecar meant to stay
+near 38), and its `client_secret_basic` sends the id and secret without the form encoding
+RFC 6749 section 2.3.1 asks for (authlib reverted that fix, authlib pull 594), so a
+secret with `+`, `%` or `:` fails at every IdP that decodes them, oidc-provider and Dex
+among them. Neither authlib's httpx integration nor `AsyncOAuth2Client` is used: its
+`fetch_token` reads unbounded bodies and keeps its own token state and expiry (with the
+60 s leeway of authlib issue #716), and this sidecar owns all three.
 """
 
 from __future__ import annotations
 
+import base64
 import secrets
-from collections.abc import Callable, Generator
+from collections.abc import Generator, Sequence
+from types import SimpleNamespace
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, quote_plus, urlencode
 
 import httpx2
 
@@ -103,27 +109,34 @@ class Credentials:
 
     def client_auth(self, token_endpoint: str) -> httpx2.Auth | None:
         """Client authentication for one request, from the credential files as they are now."""
-        from authlib.oauth2.auth import ClientAuth as OAuth2ClientAuth
-
         s = self._settings
         method = s.effective_client_auth
         if method is ClientAuth.NONE:
             # RFC 6749 section 2.3.1 public client: identify with client_id alone.
             if not s.client_id:
                 return None
-            return _auth(OAuth2ClientAuth(s.client_id, None, "none"))
-        if method in (ClientAuth.CLIENT_SECRET_BASIC, ClientAuth.CLIENT_SECRET_POST):
-            assert self._secret is not None  # guaranteed by Settings
-            return _auth(OAuth2ClientAuth(s.client_id, self._secret.read(), method.value))
+            return _ClientAuth(fields=[("client_id", s.client_id)])
+        # Settings guarantees each method its client id and credential file (combinations).
+        client_id = s.client_id or ""
+        if method is ClientAuth.CLIENT_SECRET_BASIC:
+            assert self._secret is not None
+            return _ClientAuth(basic=(client_id, self._secret.read()))
+        if method is ClientAuth.CLIENT_SECRET_POST:
+            assert self._secret is not None
+            secret = self._secret.read()
+            return _ClientAuth(fields=[("client_id", client_id), ("client_secret", secret)])
         if method is ClientAuth.PRIVATE_KEY_JWT:
             assert self._key is not None
-            key = self._key.read()
-            return _auth(
-                OAuth2ClientAuth(s.client_id, key, self._private_key_signer(key, token_endpoint))
-            )
-        return _auth(OAuth2ClientAuth(s.client_id, None, self._service_account_assertion()))
+            assertion = self._private_key_assertion(self._key.read(), token_endpoint)
+            return _ClientAuth(fields=_assertion_fields(assertion))
+        # RFC 7523 section 2.2 with the pod's projected token as the assertion: the IdP
+        # federates the cluster's service-account issuer, so no secret exists anywhere.
+        fields = _assertion_fields(self._service_account_token())
+        if client_id:
+            fields.insert(0, ("client_id", client_id))
+        return _ClientAuth(fields=fields)
 
-    def _private_key_signer(self, key: Any, token_endpoint: str) -> Any:
+    def _private_key_assertion(self, key: Any, token_endpoint: str) -> str:
         from authlib.oauth2.rfc7523 import PrivateKeyJWT
 
         # Without a kid, an IdP holding two keys for the client — as during every key
@@ -136,54 +149,54 @@ class Credentials:
             "exp": now + ASSERTION_LIFETIME,
             "jti": secrets.token_urlsafe(24),  # unique per assertion, never reused
         }
-        return PrivateKeyJWT(
+        signer = PrivateKeyJWT(
             token_endpoint, claims=claims, headers={"kid": kid}, alg=self._settings.private_key_alg
         )
+        # `sign` reads the client as authlib's ClientAuth carries it: the id, and the key
+        # in place of a secret.
+        client = SimpleNamespace(client_id=self._settings.client_id, client_secret=key)
+        return str(signer.sign(client, token_endpoint))
 
     def _service_account_token(self) -> str:
         assert self._sa_token is not None  # guaranteed by Settings
         return self._sa_token.read()
 
-    def _service_account_assertion(self) -> Callable[..., tuple[str, Any, str]]:
-        # RFC 7523 section 2.2 with the pod's projected token as the assertion: the IdP
-        # federates the cluster's service-account issuer, so no secret exists anywhere.
-        from authlib.common.urls import add_params_to_qs
 
-        assertion = self._service_account_token()
-        client_id = self._settings.client_id
-
-        def sign(
-            _auth: Any, _method: str, uri: str, headers: Any, body: str
-        ) -> tuple[str, Any, str]:
-            fields = [
-                ("client_assertion_type", CLIENT_ASSERTION_TYPE),
-                ("client_assertion", assertion),
-            ]
-            if client_id:
-                fields.insert(0, ("client_id", client_id))
-            return uri, headers, add_params_to_qs(body or "", fields)
-
-        return sign
+def _assertion_fields(assertion: str) -> list[tuple[str, str]]:
+    return [("client_assertion_type", CLIENT_ASSERTION_TYPE), ("client_assertion", assertion)]
 
 
-class _AuthlibAuth(httpx2.Auth):
-    """An httpx2 `Auth` applying an authlib client-authentication method to the form."""
+def basic_credentials(client_id: str, secret: str) -> str:
+    """The `Authorization` value of client_secret_basic (RFC 6749 section 2.3.1): the id
+    and the secret each form-encoded (appendix B), then joined by `:` and base64-encoded
+    as HTTP Basic does. Without the form encoding a `+` arrives as a space and a `:` in the
+    id splits it at an IdP that decodes; any secret outside ASCII is sent as its UTF-8."""
+    pair = f"{quote_plus(client_id, safe='')}:{quote_plus(secret, safe='')}"
+    return "Basic " + base64.b64encode(pair.encode("ascii")).decode("ascii")
+
+
+class _ClientAuth(httpx2.Auth):
+    """Client authentication added to a token request: a Basic `Authorization` header
+    (`basic`, the id and secret) and/or `fields` appended to its form body."""
 
     requires_request_body = True
 
-    def __init__(self, client_auth: Any) -> None:
-        self._client_auth = client_auth
+    def __init__(
+        self, *, basic: tuple[str, str] | None = None, fields: Sequence[tuple[str, str]] = ()
+    ) -> None:
+        self._basic = basic
+        self._fields = list(fields)
 
     def auth_flow(
         self, request: httpx2.Request
     ) -> Generator[httpx2.Request, httpx2.Response, None]:
         headers = httpx2.Headers(request.headers)
-        url, headers, body = self._client_auth.prepare(
-            request.method, str(request.url), headers, request.content.decode("utf-8")
-        )
-        headers["Content-Length"] = str(len(body.encode("utf-8")))
-        yield httpx2.Request(request.method, url, headers=headers, content=body)
-
-
-def _auth(client_auth: Any) -> httpx2.Auth:
-    return _AuthlibAuth(client_auth)
+        body = request.content
+        if self._fields:
+            # The body is already a form (httpx2 encoded the grant's `data` the same way).
+            extra = urlencode(self._fields).encode("ascii")
+            body = body + b"&" + extra if body else extra
+        if self._basic is not None:
+            headers["Authorization"] = basic_credentials(*self._basic)
+        headers["Content-Length"] = str(len(body))
+        yield httpx2.Request(request.method, request.url, headers=headers, content=body)

@@ -220,3 +220,98 @@ async def test_an_unreadable_service_account_token_is_a_transient_failure(
         rotate(sa_token_file, SA_TOKEN)
         assert await r.refresh()
     assert len(idp.posts) == 1
+
+
+# --- client_secret_basic's encoding (RFC 6749 section 2.3.1) --------------------------------
+
+
+def _decoded_basic(value: str) -> tuple[str, str]:
+    """What an IdP following RFC 6749 section 2.3.1 reads from the header."""
+    from urllib.parse import unquote_plus
+
+    scheme, _, blob = value.partition(" ")
+    assert scheme == "Basic"
+    user, sep, password = base64.b64decode(blob).decode("ascii").partition(":")
+    assert sep == ":"
+    return unquote_plus(user), unquote_plus(password)
+
+
+@pytest.mark.parametrize(
+    ("client_id", "secret"),
+    [
+        ("billing", "plain-Secret_0.9~"),
+        ("client:with+colon", 's3cr+t/x= %41:~!"&end'),
+        ("billing", "base64ish+/abc=="),
+        ("billing", "ünïcødé-€-secret"),
+    ],
+)
+def test_basic_credentials_are_each_form_encoded_then_joined(client_id: str, secret: str) -> None:
+    from token_refresher.grants import basic_credentials
+
+    header = basic_credentials(client_id, secret)
+    assert _decoded_basic(header) == (client_id, secret)
+    user = base64.b64decode(header.split()[1]).decode("ascii").split(":")[0]
+    assert ":" not in user  # the separator is unambiguous
+    # For a secret of letters, digits and `-._~` (most generated ones) the encoding
+    # changes nothing: the header is authlib's, byte for byte, as before.
+    if all(c.isascii() and (c.isalnum() or c in "-._~") for c in client_id + secret):
+        from authlib.oauth2.auth import encode_client_secret_basic
+
+        class _Client:
+            client_secret = secret
+
+        _Client.client_id = client_id  # type: ignore[attr-defined]
+        _, headers, _ = encode_client_secret_basic(_Client, "POST", TOKEN_URL, {}, "")
+        assert headers["Authorization"] == header
+
+
+async def test_client_secret_basic_sends_an_awkward_secret_form_encoded(
+    make_settings, idp, clock, half
+) -> None:
+    settings = make_settings()
+    settings.client_secret_file.write_text("a+b:c%d é")
+    seen = await one_request(settings, idp, clock, half)
+    assert _decoded_basic(seen.headers["authorization"]) == ("billing", "a+b:c%d é")
+
+
+async def test_client_secret_post_keeps_the_grant_form_and_appends_the_credentials(
+    make_settings, idp, clock, half
+) -> None:
+    settings = make_settings(client_auth="client_secret_post", scope="a b&c=d")
+    settings.client_secret_file.write_text("a+b:c%d&e=f")
+    seen = await one_request(settings, idp, clock, half)
+    assert seen.form == {
+        "grant_type": "client_credentials",
+        "scope": "a b&c=d",
+        "client_id": "billing",
+        "client_secret": "a+b:c%d&e=f",
+    }
+    assert int(seen.headers["content-length"]) == len(seen.body)
+
+
+def test_only_private_key_jwt_imports_authlib_s_oauth2_package(tmp_path: Path) -> None:
+    # authlib.oauth2's package import loads its whole authorization server (~1 MiB):
+    # the other methods are a header or two form fields of our own.
+    import subprocess
+    import sys
+
+    (tmp_path / "secret").write_text("s")
+    code = (
+        "import sys, httpx2\n"
+        "from token_refresher import Settings\n"
+        "from token_refresher.grants import Credentials\n"
+        "for auth in ('client_secret_basic', 'client_secret_post', 'none'):\n"
+        "    s = Settings.from_env({'TOKEN_REFRESHER_TOKEN_URL': 'https://idp.example/token',\n"
+        "        'TOKEN_REFRESHER_CLIENT_ID': 'c', 'TOKEN_REFRESHER_CLIENT_AUTH': auth,\n"
+        f"        'TOKEN_REFRESHER_CLIENT_SECRET_FILE': {str(tmp_path / 'secret')!r},\n"
+        f"        'TOKEN_REFRESHER_OUTPUT': {str(tmp_path / 'token')!r}}})\n"
+        "    flow = Credentials(s).client_auth('https://idp.example/token')\n"
+        "    request = httpx2.Request('POST', 'https://idp.example/token', data={'a': 'b'})\n"
+        "    next(flow.auth_flow(request))\n"
+        "print(sorted({m.split('.')[0] + '.' + m.split('.')[1] for m in sys.modules\n"
+        "    if m.startswith('authlib.') and m.count('.') >= 1}))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    assert out == "[]"

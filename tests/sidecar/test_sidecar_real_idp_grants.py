@@ -16,7 +16,9 @@ import pytest
 
 from tests.controlplane import ControlPlane
 from tests.idp import (
+    DEX_GRANTS,
     DexFactory,
+    OAuthClient,
     OidcProvider,
     OidcProviderFactory,
     kubernetes_connector,
@@ -107,6 +109,33 @@ async def test_refresh_token_rotation_with_dex(dex_factory: DexFactory, tmp_path
     claims = jwt_claims(settings.output.read_text())
     assert claims is not None
     assert claims["aud"] == client.client_id
+
+
+async def test_dex_accepts_a_client_secret_with_special_characters(
+    dex_factory: DexFactory, tmp_path: Path
+) -> None:
+    # Dex form-decodes the client_secret_basic id and secret (RFC 6749 section 2.3.1), as
+    # oidc-provider does (test_sidecar_real_idp): a `+` sent raw would arrive as a space.
+    awkward = OAuthClient(
+        "client:awkward+1", "client_secret_basic", 's3cr+t/x= %41:~!"&end', DEX_GRANTS
+    )
+    dex = dex_factory(clients=[awkward])
+    bootstrap = tmp_path / "bootstrap"
+    bootstrap.write_text(dex.refresh_token(awkward))
+    settings = _settings(
+        tmp_path,
+        issuer=dex.issuer,
+        grant="refresh_token",
+        client_id=awkward.client_id,
+        client_secret_file=_secret(tmp_path, awkward.client_secret or ""),
+        refresh_token_file=str(bootstrap),
+        scope="openid offline_access",
+    )
+    async with Refresher(settings) as refresher:
+        assert await refresher.refresh(), refresher.status()["last_error"]
+    claims = jwt_claims(settings.output.read_text())
+    assert claims is not None
+    assert claims["aud"] == awkward.client_id
 
 
 async def test_token_exchange_of_a_service_account_token_with_dex(

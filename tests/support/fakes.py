@@ -110,6 +110,7 @@ class Seen:
     headers: httpx2.Headers
     form: dict[str, str]
     at: float  # monotonic time of the fake clock
+    body: bytes = b""
 
 
 Reply = httpx2.Response | Exception | Callable[[httpx2.Request], httpx2.Response]
@@ -150,7 +151,14 @@ class FakeIdP:
     def handler(self, request: httpx2.Request) -> httpx2.Response:
         form = dict(parse_qsl(request.content.decode())) if request.content else {}
         self.seen.append(
-            Seen(request.method, str(request.url), request.headers, form, self.clock.mono)
+            Seen(
+                request.method,
+                str(request.url),
+                request.headers,
+                form,
+                self.clock.mono,
+                request.content,
+            )
         )
         reply = self.script.popleft() if self.script else self.token()
         if isinstance(reply, Exception):
