@@ -35,6 +35,7 @@ from .settings import ClientAuth, Grant, Settings
 
 __all__ = [
     "ASSERTION_LIFETIME",
+    "BASIC_ENCODING_HINT",
     "CLIENT_ASSERTION_TYPE",
     "GRANT_TYPES",
     "Credentials",
@@ -175,9 +176,21 @@ def basic_credentials(client_id: str, secret: str) -> str:
     return "Basic " + base64.b64encode(pair.encode("ascii")).decode("ascii")
 
 
+# What an `invalid_client` answer adds when the encoding changed the id or the secret.
+BASIC_ENCODING_HINT = (
+    "the client id or secret has characters other than letters, digits and -._~, which "
+    "client_secret_basic form-encodes as RFC 6749 section 2.3.1 asks; an identity provider "
+    "that does not decode them refuses the client: CLIENT_AUTH=client_secret_post sends "
+    "them in the form instead"
+)
+
+
 class _ClientAuth(httpx2.Auth):
     """Client authentication added to a token request: a Basic `Authorization` header
-    (`basic`, the id and secret) and/or `fields` appended to its form body."""
+    (`basic`, the id and secret) and/or `fields` appended to its form body.
+
+    `hint`: what to add to an `invalid_client` answer (`BASIC_ENCODING_HINT` when the form
+    encoding changed the Basic credentials), never the credentials themselves."""
 
     requires_request_body = True
 
@@ -186,6 +199,8 @@ class _ClientAuth(httpx2.Auth):
     ) -> None:
         self._basic = basic
         self._fields = list(fields)
+        encoded = basic is not None and any(quote_plus(v, safe="") != v for v in basic)
+        self.hint = BASIC_ENCODING_HINT if encoded else None
 
     def auth_flow(
         self, request: httpx2.Request

@@ -99,9 +99,22 @@ class TokenSource:
         url = await self._idp.token_endpoint()
         params = self._credentials.grant_params(grant, refresh_token=refresh_token)
         auth = self._credentials.client_auth(url)
-        token = await self._idp.request_token(
-            params, auth, token_exchange=grant is Grant.TOKEN_EXCHANGE
-        )
+        try:
+            token = await self._idp.request_token(
+                params, auth, token_exchange=grant is Grant.TOKEN_EXCHANGE
+            )
+        except TokenEndpointError as exc:
+            hint = getattr(auth, "hint", None)
+            if exc.error != "invalid_client" or hint is None:
+                raise
+            raise TokenEndpointError(
+                f"{exc}; {hint}",
+                error=exc.error,
+                permanent=exc.permanent,
+                description=exc.description,
+                status=exc.status,
+                retry_after=exc.retry_after,
+            ) from None
         redactor.add(token.access_token)
         redactor.add(token.refresh_token)
         return token

@@ -315,3 +315,22 @@ def test_only_private_key_jwt_imports_authlib_s_oauth2_package(tmp_path: Path) -
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout.strip()
     assert out == "[]"
+
+
+@pytest.mark.parametrize(("secret", "hinted"), [("a+b:c", True), ("plain-Secret_0.9~", False)])
+async def test_invalid_client_says_when_basic_encoding_changed_the_secret(
+    make_settings, idp, clock, half, secret: str, hinted: bool
+) -> None:
+    from token_refresher.grants import BASIC_ENCODING_HINT
+
+    settings = make_settings()
+    settings.client_secret_file.write_text(secret)
+    idp.script.append(idp.error(401, "invalid_client", "Client authentication failed"))
+    async with Refresher(settings, transport=idp.transport, clock=clock, random=half) as r:
+        assert not await r.refresh()
+        last = r.status()["last_error"]
+    assert last["error"] == "invalid_client"
+    assert last["permanent"] is True
+    assert (BASIC_ENCODING_HINT in last["message"]) is hinted
+    assert "Client authentication failed" in last["message"]
+    assert secret not in last["message"]
