@@ -4,8 +4,10 @@ This is the only module that touches the network for tokens. It finds the token
 endpoint (OIDC Discovery 1.0 section 4, unless TOKEN_URL is set), posts a prepared form
 with client authentication, reads at most `MAX_RESPONSE_BYTES` of the answer, and turns
 every way that can fail — timeouts, refused connections, TLS, oversized or garbage
-bodies — into an `IdPError` with a short error class for reports and metrics. The
-httpx2 client is passed in, so tests hand it a `MockTransport` to inject faults.
+bodies — into an `IdPError` with a short error class for reports and metrics. It keeps
+the client authentication methods and grants discovery advertised, so that a refusal can
+name them (`not_advertised`). The httpx2 client is passed in, so tests hand it a
+`MockTransport` to inject faults.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from .tokens import MAX_RESPONSE_BYTES, Token, parse_token_response
 __all__ = ["IdP", "read_capped"]
 
 _WELL_KNOWN = "/.well-known/openid-configuration"
+_ADVERTISED = ("token_endpoint_auth_methods_supported", "grant_types_supported")
 
 
 class _TooLarge(Exception):
@@ -53,6 +56,8 @@ class IdP:
         self._client = client
         self._clock = clock
         self._token_url = str(settings.token_url) if settings.token_url else None
+        # What discovery advertised (RFC 8414 section 2), for hints on a refusal only.
+        self._advertised: dict[str, frozenset[str]] = {}
 
     @property
     def token_url(self) -> str | None:
@@ -84,7 +89,23 @@ class IdP:
             raise DiscoveryError(
                 f"{where} answered no usable token_endpoint", error="invalid_discovery"
             )
+        assert isinstance(document, dict)
+        self._advertised = {
+            key: frozenset(v for v in values if isinstance(v, str))
+            for key in _ADVERTISED
+            if isinstance(values := document.get(key), list)
+        }
         return endpoint
+
+    def not_advertised(self, key: str, value: str) -> str | None:
+        """A hint when discovery listed `key` (`token_endpoint_auth_methods_supported`,
+        `grant_types_supported`) without `value`; None when it did not list it at all
+        (the RFC 8414 defaults then apply) or listed `value`."""
+        listed = self._advertised.get(key)
+        if listed is None or value in listed:
+            return None
+        shown = ", ".join(sorted(listed)[:8]) or "nothing"
+        return f"the identity provider's discovery document lists {key}: {shown} (not {value})"
 
     async def request_token(
         self, params: dict[str, str], auth: httpx2.Auth | None, *, token_exchange: bool

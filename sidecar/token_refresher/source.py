@@ -19,7 +19,7 @@ from .grants import Credentials
 from .idp import IdP
 from .logs import get_logger
 from .redact import redactor
-from .settings import Grant, Settings
+from .settings import ClientAuth, Grant, Settings
 from .state import RefreshTokenStore
 from .tokens import Token
 
@@ -104,11 +104,11 @@ class TokenSource:
                 params, auth, token_exchange=grant is Grant.TOKEN_EXCHANGE
             )
         except TokenEndpointError as exc:
-            hint = getattr(auth, "hint", None)
-            if exc.error != "invalid_client" or hint is None:
+            hints = self._hints(exc.error, params["grant_type"], auth)
+            if not hints:
                 raise
             raise TokenEndpointError(
-                f"{exc}; {hint}",
+                "; ".join([str(exc), *hints]),
                 error=exc.error,
                 permanent=exc.permanent,
                 description=exc.description,
@@ -118,6 +118,22 @@ class TokenSource:
         redactor.add(token.access_token)
         redactor.add(token.refresh_token)
         return token
+
+    def _hints(self, error: str, grant_type: str, auth: object) -> list[str]:
+        """What may explain a refusal: the client authentication or grant the IdP's
+        discovery did not list, and Basic credentials the form encoding changed."""
+        hints: list[str] = []
+        if error == "invalid_client":
+            method = self._settings.effective_client_auth
+            if method is not ClientAuth.SERVICE_ACCOUNT:  # a JWT assertion: no one name
+                hint = self._idp.not_advertised("token_endpoint_auth_methods_supported", method)
+                hints += [hint] if hint else []
+            encoding = getattr(auth, "hint", None)
+            hints += [encoding] if isinstance(encoding, str) else []
+        elif error in ("unsupported_grant_type", "unauthorized_client"):
+            hint = self._idp.not_advertised("grant_types_supported", grant_type)
+            hints += [hint] if hint else []
+        return hints
 
     def _keep_refresh_token(self, token: Token) -> None:
         # A response without a refresh token keeps the previous one (RFC 6749 section 6).

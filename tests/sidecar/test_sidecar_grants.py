@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 from pathlib import Path
 
+import httpx2
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
@@ -334,3 +335,57 @@ async def test_invalid_client_says_when_basic_encoding_changed_the_secret(
     assert (BASIC_ENCODING_HINT in last["message"]) is hinted
     assert "Client authentication failed" in last["message"]
     assert secret not in last["message"]
+
+
+def _discovering_idp(document: dict, error: str) -> httpx2.MockTransport:
+    def handler(request: httpx2.Request) -> httpx2.Response:
+        if request.method == "GET":
+            return httpx2.Response(
+                200, json={"token_endpoint": "https://idp.example/token", **document}
+            )
+        return httpx2.Response(400, json={"error": error})
+
+    return httpx2.MockTransport(handler)
+
+
+@pytest.mark.parametrize(
+    ("document", "error", "hint"),
+    [
+        (
+            {"token_endpoint_auth_methods_supported": ["client_secret_post", "private_key_jwt"]},
+            "invalid_client",
+            "the identity provider's discovery document lists "
+            "token_endpoint_auth_methods_supported: client_secret_post, private_key_jwt "
+            "(not client_secret_basic)",
+        ),
+        (
+            {"grant_types_supported": ["authorization_code", "refresh_token"]},
+            "unauthorized_client",
+            "the identity provider's discovery document lists grant_types_supported: "
+            "authorization_code, refresh_token (not client_credentials)",
+        ),
+        (
+            {"token_endpoint_auth_methods_supported": ["client_secret_basic"]},
+            "invalid_client",
+            None,
+        ),
+        ({}, "invalid_client", None),  # not listed: RFC 8414's default is Basic
+        ({"grant_types_supported": ["client_credentials"]}, "unsupported_grant_type", None),
+        ({"grant_types_supported": ["refresh_token"]}, "invalid_scope", None),
+    ],
+)
+async def test_a_refusal_names_what_discovery_did_not_advertise(
+    make_settings, clock, half, document: dict, error: str, hint: str | None
+) -> None:
+    settings = make_settings(token_url=None, issuer="https://idp.example")
+    transport = _discovering_idp(document, error)
+    async with Refresher(settings, transport=transport, clock=clock, random=half) as r:
+        assert not await r.refresh()
+        last = r.status()["last_error"]
+    assert last["error"] == error
+    message = last["message"]
+    assert message.startswith("token endpoint https://idp.example/token rejected")
+    if hint is None:
+        assert "discovery document" not in message
+    else:
+        assert message.endswith("; " + hint)

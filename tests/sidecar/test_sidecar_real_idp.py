@@ -141,3 +141,29 @@ async def test_a_secret_with_special_characters_is_accepted(
     claims = jwt_claims(settings.output.read_text())
     assert claims is not None
     assert claims["client_id"] == AWKWARD_ID
+
+
+async def test_a_grant_the_idp_does_not_offer_is_refused_with_what_it_offers(
+    oidc_provider, tmp_path: Path
+) -> None:
+    # oidc-provider has no RFC 8693 token exchange: discovery does not list it, and the
+    # refusal says so instead of leaving the reader with "unsupported_grant_type".
+    idp = oidc_provider(ttl=60)
+    (tmp_path / "secret").write_text(idp.basic.client_secret)
+    (tmp_path / "sa-token").write_text("not-looked-at")
+    settings = settings_for(
+        tmp_path,
+        issuer=idp.issuer,
+        grant="token_exchange",
+        client_id="client-basic",
+        client_secret_file=str(tmp_path / "secret"),
+        service_account_token_file=str(tmp_path / "sa-token"),
+    )
+    async with Refresher(settings) as refresher:
+        assert not await refresher.refresh()
+        last = refresher.status()["last_error"]
+    assert last["error"] == "unsupported_grant_type"
+    assert "discovery document lists grant_types_supported: " in last["message"]
+    assert "client_credentials" in last["message"]
+    assert last["message"].endswith("(not urn:ietf:params:oauth:grant-type:token-exchange)")
+    assert not settings.output.exists()
