@@ -50,6 +50,8 @@ from tests.support import WaitTimeout, free_port, http_ok, stop_process, wait_un
 
 __all__ = [
     "ACCESS_TOKEN_TYPE",
+    "AWKWARD_CLIENT_ID",
+    "AWKWARD_CLIENT_SECRET",
     "DEX_GRANTS",
     "DEX_USER",
     "ID_TOKEN_TYPE",
@@ -88,6 +90,15 @@ def _client_key() -> dict[str, Any]:
     # One RSA key per test session for the private_key_jwt client: generating is slow-ish.
     key = RSAKey.generate_key(2048, parameters={"kid": "client-jwt-1", "alg": "RS256"})
     return dict(key.as_dict(private=True))
+
+
+# A client id and secret with every character HTTP Basic mangles unless each is
+# form-encoded first (RFC 6749 section 2.3.1): `+` (decoded as a space), `%` (an escape),
+# `:` (Basic's own separator), `/` and `=` (generated base64 secrets), a space. Both
+# stay printable ASCII, the VSCHARs RFC 6749 appendix A allows (oidc-provider refuses
+# any other secret).
+AWKWARD_CLIENT_ID = "client:awkward+1"
+AWKWARD_CLIENT_SECRET = 's3cr+t/x= %41:~!"&end'
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,9 @@ can read than the credentials.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Self
+
 __all__ = [
     "PERMANENT_OAUTH_ERRORS",
     "CoordinationError",
@@ -90,6 +93,17 @@ class IdPError(RefreshFailure):
     short class such as `http_503`, `timeout`, `connect_error` or `invalid_response`:
     it goes into reports and metrics, so it must stay low-cardinality.
     """
+
+    def with_hints(self, hints: Sequence[str]) -> Self:
+        """The same failure, its message followed by `hints` (what may explain it)."""
+        return type(self)(
+            "; ".join([str(self), *hints]),
+            error=self.error,
+            permanent=self.permanent,
+            description=self.description,
+            status=self.status,
+            retry_after=self.retry_after,
+        )
 
 
 class DiscoveryError(IdPError):

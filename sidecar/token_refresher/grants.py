@@ -4,7 +4,7 @@ One function per question. `grant_params` builds the form of each grant —
 client_credentials (RFC 6749 section 4.4), refresh_token (section 6), token exchange
 (RFC 8693 section 2.1) and jwt-bearer (RFC 7523 section 2.1) — and `client_auth` the
 authentication of the client (RFC 6749 section 2.3, RFC 7523 section 2.2) as an httpx2
-`Auth`, `_ClientAuth`: a Basic header or form fields added to the request. The
+`Auth`, `TokenRequestAuth`: a Basic header or form fields added to the request. The
 private_key_jwt assertion is signed by authlib's `PrivateKeyJWT`, imported only for that
 method; what authlib leaves to us there is the header `kid` and the lifetime
 (`ASSERTION_LIFETIME`, not authlib's hour). The other methods are a header or two form
@@ -39,6 +39,7 @@ __all__ = [
     "CLIENT_ASSERTION_TYPE",
     "GRANT_TYPES",
     "Credentials",
+    "TokenRequestAuth",
 ]
 
 CLIENT_ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
@@ -108,7 +109,7 @@ class Credentials:
             params.update(parse_qsl(s.token_params, keep_blank_values=True))
         return params
 
-    def client_auth(self, token_endpoint: str) -> httpx2.Auth | None:
+    def client_auth(self, token_endpoint: str) -> TokenRequestAuth | None:
         """Client authentication for one request, from the credential files as they are now."""
         s = self._settings
         method = s.effective_client_auth
@@ -116,26 +117,26 @@ class Credentials:
             # RFC 6749 section 2.3.1 public client: identify with client_id alone.
             if not s.client_id:
                 return None
-            return _ClientAuth(fields=[("client_id", s.client_id)])
+            return TokenRequestAuth(fields=[("client_id", s.client_id)])
         # Settings guarantees each method its client id and credential file (combinations).
         client_id = s.client_id or ""
         if method is ClientAuth.CLIENT_SECRET_BASIC:
             assert self._secret is not None
-            return _ClientAuth(basic=(client_id, self._secret.read()))
+            return TokenRequestAuth(basic=(client_id, self._secret.read()))
         if method is ClientAuth.CLIENT_SECRET_POST:
             assert self._secret is not None
             secret = self._secret.read()
-            return _ClientAuth(fields=[("client_id", client_id), ("client_secret", secret)])
+            return TokenRequestAuth(fields=[("client_id", client_id), ("client_secret", secret)])
         if method is ClientAuth.PRIVATE_KEY_JWT:
             assert self._key is not None
             assertion = self._private_key_assertion(self._key.read(), token_endpoint)
-            return _ClientAuth(fields=_assertion_fields(assertion))
+            return TokenRequestAuth(fields=_assertion_fields(assertion))
         # RFC 7523 section 2.2 with the pod's projected token as the assertion: the IdP
         # federates the cluster's service-account issuer, so no secret exists anywhere.
         fields = _assertion_fields(self._service_account_token())
         if client_id:
             fields.insert(0, ("client_id", client_id))
-        return _ClientAuth(fields=fields)
+        return TokenRequestAuth(fields=fields)
 
     def _private_key_assertion(self, key: Any, token_endpoint: str) -> str:
         from authlib.oauth2.rfc7523 import PrivateKeyJWT
@@ -185,7 +186,7 @@ BASIC_ENCODING_HINT = (
 )
 
 
-class _ClientAuth(httpx2.Auth):
+class TokenRequestAuth(httpx2.Auth):
     """Client authentication added to a token request: a Basic `Authorization` header
     (`basic`, the id and secret) and/or `fields` appended to its form body.
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from .errors import CredentialError, OutputError, TokenEndpointError
-from .grants import Credentials
+from .grants import Credentials, TokenRequestAuth
 from .idp import IdP
 from .logs import get_logger
 from .redact import redactor
@@ -107,33 +107,25 @@ class TokenSource:
             hints = self._hints(exc.error, params["grant_type"], auth)
             if not hints:
                 raise
-            raise TokenEndpointError(
-                "; ".join([str(exc), *hints]),
-                error=exc.error,
-                permanent=exc.permanent,
-                description=exc.description,
-                status=exc.status,
-                retry_after=exc.retry_after,
-            ) from None
+            raise exc.with_hints(hints) from None
         redactor.add(token.access_token)
         redactor.add(token.refresh_token)
         return token
 
-    def _hints(self, error: str, grant_type: str, auth: object) -> list[str]:
+    def _hints(self, error: str, grant_type: str, auth: TokenRequestAuth | None) -> list[str]:
         """What may explain a refusal: the client authentication or grant the IdP's
         discovery did not list, and Basic credentials the form encoding changed."""
-        hints: list[str] = []
+        hints: list[str | None] = []
         if error == "invalid_client":
             method = self._settings.effective_client_auth
             if method is not ClientAuth.SERVICE_ACCOUNT:  # a JWT assertion: no one name
-                hint = self._idp.not_advertised("token_endpoint_auth_methods_supported", method)
-                hints += [hint] if hint else []
-            encoding = getattr(auth, "hint", None)
-            hints += [encoding] if isinstance(encoding, str) else []
+                hints.append(
+                    self._idp.not_advertised("token_endpoint_auth_methods_supported", method)
+                )
+            hints.append(auth.hint if auth is not None else None)
         elif error in ("unsupported_grant_type", "unauthorized_client"):
-            hint = self._idp.not_advertised("grant_types_supported", grant_type)
-            hints += [hint] if hint else []
-        return hints
+            hints.append(self._idp.not_advertised("grant_types_supported", grant_type))
+        return [hint for hint in hints if hint]
 
     def _keep_refresh_token(self, token: Token) -> None:
         # A response without a refresh token keeps the previous one (RFC 6749 section 6).

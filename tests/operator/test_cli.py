@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import free_port
+from tests.support import free_port, python_output
 from token_refresher.boot import listen_early
 from token_refresher_operator.cli import main
 
@@ -130,7 +130,4 @@ def test_the_console_script_module_loads_nothing_heavy_before_it_binds() -> None
         "heavy = ['pydantic', 'kopf', 'kubernetes', 'aiohttp', 'asyncio']\n"
         "print(json.dumps([m for m in heavy if m in sys.modules]))\n"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", program], capture_output=True, text=True, timeout=60, check=True
-    )
-    assert out.stdout.strip() == "[]"
+    assert python_output(program).strip() == "[]"

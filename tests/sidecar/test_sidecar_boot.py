@@ -6,12 +6,10 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
-import subprocess
-import sys
 
 import pytest
 
-from tests.support import free_port
+from tests.support import free_port, python_output
 from token_refresher import Refresher, StatusServer, boot
 
 
@@ -25,10 +23,7 @@ def test_the_port_is_listening_before_the_libraries_are_loaded() -> None:
         "print(json.dumps({'bound': sock.getsockname()[1],"
         " 'loaded': [m for m in heavy if m in sys.modules]}))\n"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", program], capture_output=True, text=True, timeout=30, check=True
-    )
-    assert json.loads(out.stdout) == {"bound": port, "loaded": []}
+    assert json.loads(python_output(program, timeout=30)) == {"bound": port, "loaded": []}
 
 
 @pytest.mark.parametrize(

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from tests.support import python_output
 from tests.support.fakes import rotate
 from token_refresher.credentials import CredentialFile, check_files
 from token_refresher.errors import CredentialError
@@ -123,8 +124,6 @@ def test_a_bundle_of_ones_own_or_an_unhashed_directory_loads_the_defaults_at_onc
 
 
 def test_the_sidecar_imports_neither_the_family_client_nor_the_reporter_it_does_not_use() -> None:
-    import subprocess
-    import sys
 
     code = (
         "import sys, token_refresher.settings\n"
@@ -133,7 +132,4 @@ def test_the_sidecar_imports_neither_the_family_client_nor_the_reporter_it_does_
         "print(sorted(m for m in sys.modules if m.split('.')[-1] in ('holder', 'kube', 'report')"
         " and m.startswith('token_refresher.')))\n"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True
-    ).stdout.splitlines()
-    assert out == ["[]", "[]"]
+    assert python_output(code).splitlines() == ["[]", "[]"]

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.idp import AWKWARD_CLIENT_ID, AWKWARD_CLIENT_SECRET
 from token_refresher import Refresher, Settings
 from token_refresher.expiry import jwt_claims
 
@@ -110,28 +111,19 @@ async def test_refresh_token_rotation_survives_a_restart(oidc_provider, tmp_path
     assert json.loads(settings.effective_state_file.read_text())["refresh_token"] != second
 
 
-# A client id and secret with every character HTTP Basic mangles unless each is
-# form-encoded first (RFC 6749 section 2.3.1): `+` (decoded as a space), `%` (an escape),
-# `:` (Basic's own separator), `/` and `=` (generated base64 secrets), a space. Both
-# stay printable ASCII, the VSCHARs RFC 6749 appendix A allows (oidc-provider refuses
-# any other secret).
-AWKWARD_ID = "client:awkward+1"
-AWKWARD_SECRET = 's3cr+t/x= %41:~!"&end'
-
-
 @pytest.mark.parametrize("auth_method", ["client_secret_basic", "client_secret_post"])
 async def test_a_secret_with_special_characters_is_accepted(
     oidc_provider, tmp_path: Path, auth_method: str
 ) -> None:
     from tests.idp import OAuthClient
 
-    client = OAuthClient(AWKWARD_ID, auth_method, AWKWARD_SECRET)  # type: ignore[arg-type]
+    client = OAuthClient(AWKWARD_CLIENT_ID, auth_method, AWKWARD_CLIENT_SECRET)  # type: ignore[arg-type]
     idp = oidc_provider(ttl=60, clients=[client])
-    (tmp_path / "secret").write_text(AWKWARD_SECRET)
+    (tmp_path / "secret").write_text(AWKWARD_CLIENT_SECRET)
     settings = settings_for(
         tmp_path,
         token_url=idp.token_url,
-        client_id=AWKWARD_ID,
+        client_id=AWKWARD_CLIENT_ID,
         client_auth=auth_method,
         client_secret_file=str(tmp_path / "secret"),
         resource=idp.resource,
@@ -140,7 +132,7 @@ async def test_a_secret_with_special_characters_is_accepted(
         assert await refresher.refresh(), refresher.status()["last_error"]
     claims = jwt_claims(settings.output.read_text())
     assert claims is not None
-    assert claims["client_id"] == AWKWARD_ID
+    assert claims["client_id"] == AWKWARD_CLIENT_ID
 
 
 async def test_a_grant_the_idp_does_not_offer_is_refused_with_what_it_offers(

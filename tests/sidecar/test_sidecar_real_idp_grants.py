@@ -16,7 +16,10 @@ import pytest
 
 from tests.controlplane import ControlPlane
 from tests.idp import (
+    AWKWARD_CLIENT_ID,
+    AWKWARD_CLIENT_SECRET,
     DEX_GRANTS,
+    Dex,
     DexFactory,
     OAuthClient,
     OidcProvider,
@@ -81,12 +84,12 @@ def _jwt_bearer(
     return idp, assertion, settings
 
 
-async def test_refresh_token_rotation_with_dex(dex_factory: DexFactory, tmp_path: Path) -> None:
-    dex = dex_factory()
-    client = dex.basic
+def _dex_refresh_settings(dex: Dex, client: OAuthClient, tmp_path: Path) -> Settings:
+    """A sidecar on the refresh_token grant at `dex` as `client`, bootstrapped with a
+    refresh token from Dex's password grant."""
     bootstrap = tmp_path / "bootstrap"
     bootstrap.write_text(dex.refresh_token(client))
-    settings = _settings(
+    return _settings(
         tmp_path,
         issuer=dex.issuer,
         grant="refresh_token",
@@ -95,7 +98,13 @@ async def test_refresh_token_rotation_with_dex(dex_factory: DexFactory, tmp_path
         refresh_token_file=str(bootstrap),
         scope="openid offline_access",
     )
-    seen = [bootstrap.read_text()]
+
+
+async def test_refresh_token_rotation_with_dex(dex_factory: DexFactory, tmp_path: Path) -> None:
+    dex = dex_factory()
+    client = dex.basic
+    settings = _dex_refresh_settings(dex, client, tmp_path)
+    seen = [(tmp_path / "bootstrap").read_text()]
     async with Refresher(settings) as refresher:
         for _ in range(3):
             assert await refresher.refresh(), refresher.status()["last_error"]
@@ -117,20 +126,10 @@ async def test_dex_accepts_a_client_secret_with_special_characters(
     # Dex form-decodes the client_secret_basic id and secret (RFC 6749 section 2.3.1), as
     # oidc-provider does (test_sidecar_real_idp): a `+` sent raw would arrive as a space.
     awkward = OAuthClient(
-        "client:awkward+1", "client_secret_basic", 's3cr+t/x= %41:~!"&end', DEX_GRANTS
+        AWKWARD_CLIENT_ID, "client_secret_basic", AWKWARD_CLIENT_SECRET, DEX_GRANTS
     )
     dex = dex_factory(clients=[awkward])
-    bootstrap = tmp_path / "bootstrap"
-    bootstrap.write_text(dex.refresh_token(awkward))
-    settings = _settings(
-        tmp_path,
-        issuer=dex.issuer,
-        grant="refresh_token",
-        client_id=awkward.client_id,
-        client_secret_file=_secret(tmp_path, awkward.client_secret or ""),
-        refresh_token_file=str(bootstrap),
-        scope="openid offline_access",
-    )
+    settings = _dex_refresh_settings(dex, awkward, tmp_path)
     async with Refresher(settings) as refresher:
         assert await refresher.refresh(), refresher.status()["last_error"]
     claims = jwt_claims(settings.output.read_text())

@@ -4,12 +4,11 @@ own way, and a settings module the operator can import without the daemon."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
 from pydantic import ValidationError
 
+from tests.support import python_output
 from token_refresher.problems import Problem, config_problems, env_field_name
 from token_refresher.settings import Settings, config_errors
 
@@ -26,8 +25,7 @@ def test_importing_the_settings_loads_no_http_client_metrics_or_cli() -> None:
         "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in "
         "('httpx2', 'httpx', 'prometheus_client') or m.startswith('token_refresher.'))))"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    loaded = set(json.loads(out.stdout))
+    loaded = set(json.loads(python_output(code)))
     assert loaded <= {
         "token_refresher.settings",
         "token_refresher.boot",  # DEFAULT_LISTEN: sockets only

@@ -9,7 +9,7 @@ tests/node.py, tests/idp.py) build on it and re-export what their users import f
 """
 
 from tests.support.net import free_port, http_ok, listening
-from tests.support.processes import start_process, stop_process
+from tests.support.processes import python_output, start_process, stop_process
 from tests.support.wait import WaitTimeout, wait_until, wait_until_async
 
 __all__ = [
@@ -17,6 +17,7 @@ __all__ = [
     "free_port",
     "http_ok",
     "listening",
+    "python_output",
     "start_process",
     "stop_process",
     "wait_until",

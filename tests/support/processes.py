@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["start_process", "stop_process"]
+__all__ = ["python_output", "start_process", "stop_process"]
 
 
 def start_process(
@@ -47,3 +47,13 @@ def stop_process(proc: subprocess.Popen[Any], *, grace: float = 5.0) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=grace)
+
+
+def python_output(code: str, *, timeout: float = 60) -> str:
+    """The standard output of `code` run by a fresh interpreter of this venv: what a
+    module imports is only seen in a process that has imported nothing else."""
+    import sys
+
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout, check=True
+    ).stdout
